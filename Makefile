@@ -1,0 +1,44 @@
+# ha-webstack: the two commands that matter are `make lab` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYINFRA := $(VENV)/bin/pyinfra
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: lab test check deploy down status
+
+# Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+## lab: everything from nothing: venv, Docker engine, images, hosts, then the full deploy.
+lab: $(VENV)/.installed
+	$(PY) lab/lab.py up
+	$(PYINFRA) -y inventories/lab.py deploy.py
+	$(PY) lab/lab.py endpoints
+
+## deploy: re-run the deploy against the lab.
+deploy: $(VENV)/.installed
+	$(PYINFRA) -y inventories/lab.py deploy.py
+
+## down: remove the lab's containers and network (the images stay for next time).
+down:
+	python3 lab/lab.py down
+
+status:
+	python3 lab/lab.py status
+
+## check: the fast tier, no lab needed: lint and unit tests (under a minute).
+check: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PYTEST) -q -m "not lab"
+
+## test: a fresh lab, the full deploy, then every test (fast checks, specs, end-to-end).
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PY) lab/lab.py up --fresh
+	$(PYINFRA) -y inventories/lab.py deploy.py
+	$(PYTEST) -v

@@ -1,0 +1,15 @@
+"""The whole stack: `pyinfra inventories/<env>.py deploy.py`.
+
+Every host gets the baseline and the firewall; each role's tasks follow by inventory group.
+Settings were validated when the inventory loaded; they are validated again here on the data
+pyinfra merged, so a --data override cannot slip past.
+"""
+
+from pyinfra import local
+
+from webstack.context import stack
+
+stack()  # validate every host's settings before any operation is planned
+
+local.include("tasks/common.py")
+local.include("tasks/firewall.py")

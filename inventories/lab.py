@@ -1,0 +1,39 @@
+"""The lab: eight containers on this machine, built by `make lab` (see lab/).
+
+Host names, addresses and groups come from lab/topology.py, the same definition the lab script
+builds the containers from. LAB_WEB_SERVERS=3 make lab adds web-03, and so on.
+"""
+
+from lab import topology
+from webstack.settings import check_inventory
+
+_lab = topology.current()
+_state = topology.STATE_DIR
+
+# What differs from prod: this environment's network, who may administer it, how to connect.
+_environment = {
+    "stack_env": "lab",
+    "stack_network": _lab.subnet,
+    # The control machine reaches the lab through the bridge gateway; nothing else gets SSH.
+    "admin_networks": [f"{_lab.gateway}/32"],
+    "ssh_user": "deploy",
+    "ssh_key": str(_state / "id_ed25519"),
+    "ssh_known_hosts_file": str(_state / "known_hosts"),
+    "ssh_strict_host_key_checking": "yes",
+    "_sudo": True,
+}
+
+
+def _group(name):
+    return [(h.name, {"ssh_hostname": h.address, **_environment})
+            for h in _lab.managed_hosts if name in h.groups]
+
+
+loadbalancers = (_group("loadbalancers"), {"keepalived_floating_ip": _lab.floating_ip})
+webservers = _group("webservers")
+databases = _group("databases")
+db_primary = _group("db_primary")
+db_replicas = _group("db_replicas")
+monitoring = _group("monitoring")
+
+check_inventory(globals())

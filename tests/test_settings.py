@@ -1,0 +1,160 @@
+"""Bad input is refused with a message naming the setting and the fix, before any host is touched.
+
+Unit tests call the validator directly; the CLI tests run the real `pyinfra` against a copy of the
+repository with one bad value and check that it stops before connecting anywhere.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_deploy
+from webstack.settings import SettingsError, _build, _read_group_data, hosts_from_inventory
+
+GOOD = {
+    "stack_env": "unittest",
+    "stack_network": "10.9.0.0/24",
+    "admin_networks": ["10.9.0.1/32"],
+}
+
+
+def _namespace(**overrides):
+    env = {**GOOD, **overrides.pop("env", {})}
+
+    def host(name, address):
+        return (name, {"ssh_hostname": address, **env})
+
+    ns = {
+        "__file__": "inventories/unit.py",
+        "loadbalancers": ([host("lb-01", "10.9.0.11"), host("lb-02", "10.9.0.12")],
+                          {"keepalived_floating_ip": "10.9.0.10"}),
+        "webservers": [host("web-01", "10.9.0.21"), host("web-02", "10.9.0.22")],
+        "databases": [host("db-01", "10.9.0.31"), host("db-02", "10.9.0.32")],
+        "db_primary": [host("db-01", "10.9.0.31")],
+        "db_replicas": [host("db-02", "10.9.0.32")],
+        "monitoring": [host("monitor-01", "10.9.0.41")],
+    }
+    ns.update(overrides)
+    return ns
+
+
+@pytest.fixture
+def all_secrets(monkeypatch):
+    from webstack.secrets import SECRETS
+    for name in SECRETS:
+        monkeypatch.setenv(name.upper(), "s3cret-for-tests")
+
+
+def _problems(namespace, group_data=None):
+    hosts = hosts_from_inventory(namespace, group_data or _read_group_data())
+    with pytest.raises(SettingsError) as err:
+        _build(hosts, env=None)
+    return str(err.value)
+
+
+def test_good_inventory_builds_the_stack(all_secrets):
+    stack = _build(hosts_from_inventory(_namespace(), _read_group_data()), env=None)
+    assert [h.name for h in stack.group("webservers")] == ["web-01", "web-02"]
+    assert str(stack.host("lb-01").keepalived_floating_ip) == "10.9.0.10"
+
+
+def test_typo_in_a_group_data_key_is_named_with_a_suggestion(all_secrets):
+    data = _read_group_data()
+    data["all"]["sshd_rate_limt"] = True
+    msg = _problems(_namespace(), data)
+    assert "unknown setting 'sshd_rate_limt' in group_data/all.py" in msg
+    assert "did you mean 'sshd_rate_limit'" in msg
+
+
+def test_malformed_cidr_names_the_setting_and_the_expected_form(all_secrets):
+    msg = _problems(_namespace(env={"admin_networks": ["10.9.0.0/33"]}))
+    assert "setting 'admin_networks'" in msg and "'10.9.0.0/33'" in msg
+    assert "CIDR notation" in msg
+
+
+def test_floating_ip_outside_the_subnet_is_refused(all_secrets):
+    ns = _namespace()
+    ns["loadbalancers"] = (ns["loadbalancers"][0], {"keepalived_floating_ip": "10.8.0.10"})
+    msg = _problems(ns)
+    assert "'keepalived_floating_ip' = 10.8.0.10" in msg and "outside stack_network" in msg
+
+
+def test_duplicate_addresses_are_refused(all_secrets):
+    ns = _namespace()
+    ns["monitoring"] = [("monitor-01", {**GOOD, "ssh_hostname": "10.9.0.21"})]
+    msg = _problems(ns)
+    assert "duplicate address 10.9.0.21 for hosts web-01, monitor-01" in msg
+
+
+def test_two_primaries_are_refused(all_secrets):
+    ns = _namespace()
+    ns["db_primary"] = ns["databases"]
+    assert "group db_primary has 2 hosts" in _problems(ns)
+
+
+def test_missing_secret_names_the_variable_and_the_file(monkeypatch):
+    from webstack.secrets import SECRETS
+    for name in SECRETS:
+        monkeypatch.delenv(name.upper(), raising=False)
+    msg = _problems(_namespace())
+    assert "secret 'mysql_app_password' is missing: export MYSQL_APP_PASSWORD=" in msg
+    assert "secrets/unittest.env" in msg
+
+
+# --- the real CLI: the error comes before pyinfra connects to anything -----------------------
+
+REPO_PARTS = ["deploy.py", "inventories", "group_data", "tasks", "templates", "webstack", "lab"]
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """The repository without its secrets; prod addresses rewritten to the lab's own subnet so
+    that even a broken check could only ever reach the lab."""
+    for part in REPO_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / part, ignore=shutil.ignore_patterns(".state"))
+        else:
+            shutil.copy(src, tmp_path / part)
+    prod = tmp_path / "inventories/prod.py"
+    prod.write_text(prod.read_text().replace("192.0.2.", "10.213.0.")
+                    .replace("198.51.100.0/28", "10.213.0.1/32"))
+    return tmp_path
+
+
+def _edit(path: Path, old: str, new: str):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def _assert_refused_before_connecting(result, *expected):
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Connecting to hosts" not in output and "Connected" not in output, output
+    for text in expected:
+        assert text in output, output
+
+
+def test_cli_refuses_prod_without_secrets(repo_copy, monkeypatch):
+    from webstack.secrets import SECRETS
+    for name in SECRETS:
+        monkeypatch.delenv(name.upper(), raising=False)
+    result = run_deploy(cwd=repo_copy, inventory="inventories/prod.py")
+    _assert_refused_before_connecting(result, "secret 'haproxy_stats_password' is missing",
+                                      "secrets/prod.env")
+
+
+def test_cli_refuses_a_typo_in_group_data(repo_copy, all_secrets):
+    _edit(repo_copy / "group_data/all.py", "ufw_logging =", "ufw_loging =")
+    result = run_deploy(cwd=repo_copy, inventory="inventories/prod.py")
+    _assert_refused_before_connecting(result, "unknown setting 'ufw_loging'",
+                                      "did you mean 'ufw_logging'")
+
+
+def test_cli_refuses_a_floating_ip_outside_the_network(repo_copy, all_secrets):
+    _edit(repo_copy / "inventories/prod.py", '"keepalived_floating_ip": "10.213.0.10"',
+          '"keepalived_floating_ip": "10.214.0.10"')
+    result = run_deploy(cwd=repo_copy, inventory="inventories/prod.py")
+    _assert_refused_before_connecting(result, "outside stack_network 10.213.0.0/24")

@@ -1,0 +1,37 @@
+"""Config files that are validated before a service ever sees them.
+
+pyinfra's files.template writes a file in place; a service reloaded onto a bad file breaks. Here
+the rendered file goes to a staging copy first; only when it changed is it installed, the
+service's own checker run (`nginx -t`, `haproxy -c`, `sshd -t`, ...), and on failure the previous
+file is put back and the deploy stops with the checker's output. The staging copy stays as the
+record of what was last installed, which keeps a re-run change-free.
+"""
+
+from pyinfra.operations import files, server
+
+STAGING_DIR = "/var/lib/ha-webstack/staged"
+
+
+def validated_template(src: str, dest: str, validate: str, mode: str = "644", **context):
+    """Render src to dest, keeping dest unchanged unless `validate` accepts the new file.
+
+    Returns the install operation: pass `_if=result.did_change` to the reload that follows.
+    """
+    staged = f"{STAGING_DIR}/{dest.strip('/').replace('/', '__')}"
+    files.directory(name=f"Staging directory for {dest}", path=STAGING_DIR, mode="700")
+    render = files.template(name=f"Render {dest} (staged)", src=src, dest=staged, mode="600",
+                            **context)
+    script = f"""set -e
+if [ -e '{dest}' ]; then cp -p '{dest}' '{staged}.prev'; else rm -f '{staged}.prev'; fi
+install -m {mode} '{staged}' '{dest}'
+if ! out=$({validate} 2>&1); then
+  if [ -e '{staged}.prev' ]; then mv '{staged}.prev' '{dest}'; else rm -f '{dest}'; fi
+  rm -f '{staged}'
+  echo "ha-webstack: '{validate}' rejected the new {dest}; the previous file is back in place" \
+       "and the service was not reloaded. Checker output:" >&2
+  echo "$out" >&2
+  exit 1
+fi
+rm -f '{staged}.prev'"""
+    return server.shell(name=f"Install {dest} after: {validate}", commands=[script],
+                        _if=render.did_change)

@@ -1,0 +1,87 @@
+"""The firewall policy as data: which hosts accept which port from whom.
+
+One row per (role, service). Each host's ufw rules are computed from these rows and the
+inventory (tasks/firewall.py applies them), so adding web-03 to the inventory opens exactly what
+web-03 needs elsewhere. Sources are inventory groups, or:
+  admin_networks  the networks in the setting of that name
+  public          anywhere
+A group source never includes the target host itself (a host reaches itself over loopback).
+Ports are numbers or the name of the setting that holds the number.
+"""
+
+from dataclasses import dataclass
+from ipaddress import ip_network
+
+from webstack.settings import Host, Stack
+
+
+@dataclass(frozen=True)
+class Row:
+    role: str                  # the group whose hosts get the rule; "all" for every host
+    service: str               # what the port is for; becomes the rule's comment
+    ports: tuple[int | str, ...]  # numbers or setting names; () for a portless protocol
+    proto: str                 # tcp, udp, or an IP protocol such as vrrp
+    sources: tuple[str, ...]
+    limit: bool = False        # ufw "limit": rate-limit new connections (SSH)
+
+
+POLICY: tuple[Row, ...] = (
+    Row("all", "ssh", ("sshd_port",), "tcp", ("admin_networks",), limit=True),
+)
+
+
+@dataclass(frozen=True, order=True)
+class Rule:
+    """One ufw rule in the canonical form that also parses back out of /etc/ufw/user*.rules."""
+
+    action: str   # allow | limit
+    proto: str
+    port: str     # "any" for portless protocols
+    source: str   # an address, a CIDR, or "any"
+    comment: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.action, self.proto, self.port, self.source)
+
+    def ufw_spec(self) -> str:
+        """The rule as ufw's command line takes it: `allow from X to any port P proto tcp`."""
+        port = f" port {self.port}" if self.port != "any" else ""
+        return f"{self.action} from {self.source} to any{port} proto {self.proto}"
+
+
+def normalize_source(source: str) -> str:
+    if source in ("any", "0.0.0.0/0", "::/0"):
+        return "any"
+    net = ip_network(source, strict=False)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def _sources(stack: Stack, target: Host, source: str) -> list[str]:
+    if source == "public":
+        return ["any"]
+    if source == "admin_networks":
+        return [str(n) for n in target.admin_networks]
+    return [h.address for h in stack.group(source) if h.name != target.name]
+
+
+def _ports(target: Host, row: Row) -> list[str]:
+    if not row.ports:
+        return ["any"]
+    return [str(getattr(target, p) if isinstance(p, str) else p) for p in row.ports]
+
+
+def rules_for(stack: Stack, target: Host) -> list[Rule]:
+    """Every rule the target host must have, in policy order (SSH first: never lock out)."""
+    rules: dict[tuple, Rule] = {}
+    for row in POLICY:
+        if row.role != "all" and row.role not in target.groups:
+            continue
+        for source in row.sources:
+            for address in _sources(stack, target, source):
+                for port in _ports(target, row):
+                    comment = f"{row.role}/{row.service} from {source}"
+                    rule = Rule("limit" if row.limit else "allow", row.proto, port,
+                                normalize_source(address), comment)
+                    rules.setdefault(rule.key, rule)
+    return list(rules.values())

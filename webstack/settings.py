@@ -1,0 +1,308 @@
+"""The one typed settings module: every setting of the stack, validated before a host is touched.
+
+Values come from three layers, later ones winning, exactly as pyinfra merges them:
+group_data/all.py < group_data/<group>.py < the host's data in the inventory file. Each group's
+settings are a pydantic model below; group_data/ holds the documented default of every knob.
+
+Validation runs twice with the same models:
+- when pyinfra loads the inventory (`check_inventory`, called at the end of each inventory file),
+  before pyinfra connects anywhere, so bad input never reaches a host;
+- in deploy.py (`from_pyinfra`), on the data pyinfra actually merged (covers `--data` overrides).
+Tasks read settings only through `Stack`/`Host` objects built here.
+"""
+
+import difflib
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from webstack import secrets
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUP_DATA_DIR = ROOT / "group_data"
+# Groups every inventory must have, in the order their data is merged.
+ROLE_GROUPS = ("loadbalancers", "webservers", "databases", "db_primary", "db_replicas",
+               "monitoring")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CommonSettings(_Settings):
+    """group_data/all.py: every managed host."""
+
+    stack_env: str = Field(description="environment name; secrets come from secrets/<env>.env")
+    stack_network: IPv4Network = Field(
+        description="the network the stack's hosts share, in CIDR notation (e.g. 10.213.0.0/24)")
+    admin_networks: list[IPv4Network] = Field(
+        min_length=1,
+        description="networks allowed to reach SSH and management UIs, in CIDR notation; "
+                    "at least one, e.g. ['192.0.2.0/24']")
+    sshd_port: Port = Field(description="port sshd listens on (1-65535)")
+    sshd_rate_limit: bool = Field(description="rate-limit new SSH connections with ufw (bool)")
+    common_packages: list[str] = Field(description="Debian packages every host gets")
+    apt_cache_valid_seconds: int = Field(ge=0, description="apt cache age before an update")
+    unattended_upgrades: bool = Field(description="install security updates daily (bool)")
+    ufw_logging: Literal["off", "low", "medium", "high", "full"] = Field(
+        description="ufw log level: off, low, medium, high or full")
+
+
+class LoadBalancerSettings(_Settings):
+    """group_data/loadbalancers.py: the HAProxy/keepalived pair."""
+
+    keepalived_floating_ip: IPv4Address = Field(
+        description="the stack's public address, inside stack_network and no host's address")
+
+
+# Which settings model applies to the hosts of which group.
+GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
+    "all": (CommonSettings,),
+    "loadbalancers": (LoadBalancerSettings,),
+}
+
+
+def _is_connector_key(key: str) -> bool:
+    """pyinfra's own data: connection (ssh_*) and global operation arguments (_sudo, ...)."""
+    return key.startswith(("ssh_", "_"))
+
+
+class SettingsError(Exception):
+    """Bad input; the message names each setting, where it came from, and how to fix it."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "ha-webstack: the settings are invalid, no host was touched:\n"
+            + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    groups: tuple[str, ...]
+    settings: dict[type, _Settings] = field(repr=False)
+
+    def get(self, model: type[_Settings]) -> Any:
+        """This host's settings of one model (KeyError if the host is not in that group)."""
+        return self.settings[model]
+
+    def __getattr__(self, name: str) -> Any:
+        # host.haproxy_balance: the setting of that name from whichever model holds it.
+        for model in self.settings.values():
+            if name in type(model).model_fields:
+                return getattr(model, name)
+        raise AttributeError(f"{self.name} has no setting {name!r}")
+
+
+@dataclass(frozen=True)
+class Stack:
+    hosts: tuple[Host, ...]
+    secrets: dict[str, str] = field(repr=False)
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    def group(self, name: str) -> list[Host]:
+        return [h for h in self.hosts if name in h.groups]
+
+    def addresses(self, group: str) -> list[str]:
+        return [h.address for h in self.group(group)]
+
+
+@dataclass
+class _Layer:
+    """One source of values: a group_data file, or a group's/host's data in the inventory."""
+
+    source: str
+    data: dict[str, Any]
+
+
+@dataclass
+class _HostInput:
+    name: str
+    address: str
+    groups: list[str]
+    layers: list[_Layer]
+
+
+def _allowed_keys(groups: list[str]) -> dict[str, type[_Settings]]:
+    allowed = {}
+    for group in ["all", *groups]:
+        for model in GROUP_MODELS.get(group, ()):
+            allowed.update(dict.fromkeys(model.model_fields, model))
+    return allowed
+
+
+def _unknown_key_problem(key: str, source: str, allowed: dict) -> str:
+    hint = difflib.get_close_matches(key, list(allowed), n=1)
+    fix = f"did you mean '{hint[0]}'?" if hint else "remove it or check its spelling"
+    return f"unknown setting '{key}' in {source}: {fix}"
+
+
+def _validate_host(h: _HostInput) -> tuple[Host | None, list[str]]:
+    problems = []
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    allowed = _allowed_keys(h.groups)
+    for layer in h.layers:
+        for key, value in layer.data.items():
+            if _is_connector_key(key):
+                continue
+            if key not in allowed:
+                problems.append(_unknown_key_problem(key, layer.source, allowed))
+                continue
+            merged[key], origin[key] = value, layer.source
+    settings = {}
+    for model in dict.fromkeys(allowed.values()):
+        values = {k: v for k, v in merged.items() if k in model.model_fields}
+        try:
+            settings[model] = model.model_validate(values)
+        except ValidationError as e:
+            problems += [_field_problem(model, err, values, origin, h.name) for err in e.errors()]
+    return (Host(h.name, h.address, tuple(h.groups), settings) if not problems else None,
+            problems)
+
+
+def _field_problem(model, err, values, origin, host) -> str:
+    key = str(err["loc"][0]) if err["loc"] else "?"
+    described = model.model_fields[key].description if key in model.model_fields else ""
+    if err["type"] == "missing":
+        return (f"setting '{key}' is missing for host {host}: set it in "
+                f"group_data/ or the inventory ({described})")
+    return (f"setting '{key}' = {values.get(key)!r} (from {origin.get(key)}, host {host}) "
+            f"is invalid: {err['msg']}. Expected: {described}")
+
+
+def _stack_problems(stack: Stack) -> list[str]:
+    problems = []
+    dupes = [a for a, n in Counter(h.address for h in stack.hosts).items() if n > 1]
+    for address in dupes:
+        names = ", ".join(h.name for h in stack.hosts if h.address == address)
+        problems.append(f"duplicate address {address} for hosts {names}: "
+                        "give each host its own ssh_hostname in the inventory")
+    problems += _group_shape_problems(stack)
+    for lb in stack.group("loadbalancers"):
+        vip = lb.keepalived_floating_ip
+        if vip not in lb.stack_network:
+            problems.append(f"setting 'keepalived_floating_ip' = {vip} (host {lb.name}) is outside "
+                            f"stack_network {lb.stack_network}: choose a free address inside it")
+        elif str(vip) in {h.address for h in stack.hosts}:
+            problems.append(f"setting 'keepalived_floating_ip' = {vip} is also a host's address: "
+                            "choose an address no host uses")
+    return problems
+
+
+def _group_shape_problems(stack: Stack) -> list[str]:
+    problems = []
+    primaries, replicas = stack.group("db_primary"), stack.group("db_replicas")
+    if stack.group("databases") and len(primaries) != 1:
+        problems.append(f"group db_primary has {len(primaries)} hosts: put exactly one database "
+                        "host in db_primary in the inventory")
+    for h in primaries + replicas:
+        if "databases" not in h.groups:
+            problems.append(f"host {h.name} is in db_primary/db_replicas but not in databases: "
+                            "add it to the databases group")
+    for h in set(h.name for h in primaries) & set(h.name for h in replicas):
+        problems.append(f"host {h} is both db_primary and db_replicas: choose one")
+    return problems
+
+
+def _build(hosts: list[_HostInput], env: str | None) -> Stack:
+    problems, built = [], []
+    for h in hosts:
+        host, host_problems = _validate_host(h)
+        problems += host_problems
+        if host:
+            built.append(host)
+    if problems:
+        raise SettingsError(list(dict.fromkeys(problems)))
+    stack = Stack(tuple(built), {})
+    problems = _stack_problems(stack)
+    env = env or (built[0].stack_env if built else "")
+    groups = {g for h in built for g in h.groups}
+    for name in secrets.missing(env, groups):
+        problems.append(f"secret '{name}' is missing: export {name.upper()}=... or add the line "
+                        f"{name.upper()}=... to {secrets.secrets_file(env).relative_to(ROOT)}")
+    if problems:
+        raise SettingsError(problems)
+    return Stack(tuple(built), secrets.load(env))
+
+
+# --- entry point 1: the inventory file, before pyinfra connects -----------------------------
+
+def _read_group_data() -> dict[str, dict[str, Any]]:
+    data = {}
+    for path in sorted(GROUP_DATA_DIR.glob("*.py")):
+        scope: dict[str, Any] = {"__file__": str(path)}
+        exec(compile(path.read_text(), str(path), "exec"), scope)
+        data[path.stem] = {k: v for k, v in scope.items()
+                           if not k.startswith("_") and not callable(v)
+                           and type(v).__name__ != "module"}
+    return data
+
+
+def _inventory_groups(namespace: dict[str, Any]) -> dict[str, tuple[list, dict]]:
+    """The groups pyinfra would read from an inventory module (lists or (hosts, data) tuples)."""
+    groups = {}
+    for key, value in namespace.items():
+        if key.startswith("_") or not isinstance(value, (list, tuple)):
+            continue
+        hosts, data = value if isinstance(value, tuple) else (value, {})
+        groups[key] = (list(hosts), dict(data))
+    return groups
+
+
+def hosts_from_inventory(namespace: dict[str, Any], group_data=None) -> list[_HostInput]:
+    group_data = _read_group_data() if group_data is None else group_data
+    groups = _inventory_groups(namespace)
+    inventory_file = Path(namespace.get("__file__", "inventory")).name
+    hosts: dict[str, _HostInput] = {}
+    host_data: dict[str, dict] = {}
+    for group, (entries, _) in groups.items():
+        for entry in entries:
+            name, data = entry if isinstance(entry, tuple) else (entry, {})
+            h = hosts.setdefault(name, _HostInput(name, data.get("ssh_hostname", name), [], []))
+            h.groups.append(group)
+            host_data.setdefault(name, {}).update(data)
+    for h in hosts.values():
+        ordered = [g for g in ROLE_GROUPS if g in h.groups]
+        ordered += [g for g in h.groups if g not in ordered]
+        h.groups = ordered
+        h.layers.append(_Layer("group_data/all.py", group_data.get("all", {})))
+        for g in ordered:
+            if g in group_data:
+                h.layers.append(_Layer(f"group_data/{g}.py", group_data[g]))
+            if groups[g][1]:
+                h.layers.append(_Layer(f"{inventory_file} (group {g})", groups[g][1]))
+        h.layers.append(_Layer(f"{inventory_file} (host {h.name})", host_data[h.name]))
+    return list(hosts.values())
+
+
+def check_inventory(namespace: dict[str, Any]) -> Stack:
+    """Validate everything an inventory file describes; exit with the problems if any."""
+    try:
+        return _build(hosts_from_inventory(namespace), env=None)
+    except SettingsError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# --- entry point 2: deploy.py, on the data pyinfra merged ---------------------------------
+
+def from_pyinfra(inventory) -> Stack:
+    hosts = []
+    for h in inventory:
+        groups = [g for g in ROLE_GROUPS if g in h.groups]
+        data = h.data.dict()
+        hosts.append(_HostInput(h.name, data.get("ssh_hostname", h.name), groups,
+                                [_Layer("pyinfra host data", data)]))
+    return _build(hosts, env=None)
