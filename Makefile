@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYINFRA := $(VENV)/bin/pyinfra
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: lab test check deploy down status
+.PHONY: lab test check deploy down status test-tools
 
 # Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
 $(VENV)/.installed: requirements.txt
@@ -36,8 +36,13 @@ check: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(PYTEST) -q -m "not lab"
 
+# Tools the tests use on the control machine (Debian packages).
+test-tools:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
 ## test: a fresh lab, the full deploy, then every test (fast checks, specs, end-to-end).
-test: $(VENV)/.installed
+test: $(VENV)/.installed test-tools
 	$(VENV)/bin/ruff check .
 	$(PY) lab/lab.py up --fresh
 	$(PYINFRA) -y inventories/lab.py deploy.py

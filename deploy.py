@@ -5,7 +5,7 @@ Settings were validated when the inventory loaded; they are validated again here
 pyinfra merged, so a --data override cannot slip past.
 """
 
-from pyinfra import local
+from pyinfra import host, local
 
 from webstack.context import stack
 
@@ -13,3 +13,7 @@ stack()  # validate every host's settings before any operation is planned
 
 local.include("tasks/common.py")
 local.include("tasks/firewall.py")
+
+if "webservers" in host.groups:
+    local.include("tasks/app.py")
+    local.include("tasks/nginx.py")

@@ -21,6 +21,10 @@ _environment = {
     "ssh_known_hosts_file": str(_state / "known_hosts"),
     "ssh_strict_host_key_checking": "yes",
     "_sudo": True,
+    # ufw rate-limits SSH (6 new connections in 30 s per source): wait that out, don't fail.
+    "ssh_connect_retries": 4,
+    "ssh_connect_retry_min_delay": 10,
+    "ssh_connect_retry_max_delay": 15,
 }
 
 

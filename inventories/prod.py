@@ -18,6 +18,10 @@ _environment = {
     "admin_networks": ["198.51.100.0/28"],  # who may SSH in and open management UIs
     "ssh_user": "deploy",                  # a non-root user with passwordless sudo
     "_sudo": True,
+    # ufw rate-limits SSH (6 new connections in 30 s per source): wait that out, don't fail.
+    "ssh_connect_retries": 4,
+    "ssh_connect_retry_min_delay": 10,
+    "ssh_connect_retry_max_delay": 15,
 }
 
 

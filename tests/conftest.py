@@ -73,3 +73,19 @@ def changed_operations(result: subprocess.CompletedProcess) -> list[str]:
     results = json.loads(result.stdout)["results"]
     return [f"{op['name']}: {op['success'] + op['error']}" for op in results["operations"]
             if op["success"] or op["error"]]
+
+
+def http_get(url: str, timeout: float = 10, **kw):
+    """GET from the control machine; returns (status, headers, body) and never raises on 4xx/5xx."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, **kw)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def systemd_pid(testinfra_host, unit: str) -> int:
+    return int(testinfra_host.check_output(f"systemctl show -p MainPID --value {unit}"))

@@ -27,6 +27,8 @@ class Row:
 
 POLICY: tuple[Row, ...] = (
     Row("all", "ssh", ("sshd_port",), "tcp", ("admin_networks",), limit=True),
+    # Admins too, so an operator can check one web server directly, bypassing the balancers.
+    Row("webservers", "http", ("nginx_port",), "tcp", ("loadbalancers", "admin_networks")),
 )
 
 

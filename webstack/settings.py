@@ -62,10 +62,45 @@ class LoadBalancerSettings(_Settings):
         description="the stack's public address, inside stack_network and no host's address")
 
 
+class NginxSettings(_Settings):
+    """group_data/webservers.py: nginx in front of the app."""
+
+    nginx_port: Port = Field(description="port the site listens on (the load balancers' target)")
+    nginx_status_port: Port = Field(description="localhost-only port of stub_status")
+    nginx_client_max_body_size: str = Field(
+        pattern=r"^[0-9]+[kKmMgG]?$", description="largest request body, e.g. 1m or 512k")
+    nginx_proxy_connect_timeout: int = Field(ge=1, description="seconds to connect to the app")
+    nginx_proxy_read_timeout: int = Field(ge=1, description="seconds to wait for the app")
+    nginx_keepalive_timeout: int = Field(ge=0, description="seconds an idle keep-alive lives")
+    nginx_extra_config: str = Field(
+        description="raw nginx directives added to the site's server block ('' for none)")
+
+
+class AppSettings(_Settings):
+    """group_data/webservers.py: the app nginx proxies to. Ours by default; yours plugs in here."""
+
+    app_source: str = Field(
+        description="a directory (relative to the repository or absolute) or a git URL")
+    app_git_ref: str = Field(description="branch or tag to check out when app_source is git")
+    app_packages: list[str] = Field(description="Debian packages the app needs to run")
+    app_command: str = Field(
+        description="the command serving the app, run in its directory; {port} is app_port")
+    app_port: Port = Field(description="localhost port the app listens on")
+    app_environment: dict[str, str] = Field(description="extra environment for the app")
+    app_health_path: str = Field(pattern=r"^/", description="liveness path, e.g. /healthz")
+    app_static_dir: str = Field(
+        description="directory of static files inside the app, served by nginx ('' for none)")
+    app_db_name: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the app's database name")
+    app_db_user: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the app's database user")
+    app_replica_max_lag: float = Field(
+        ge=0, description="seconds of replica lag beyond which reads go to the primary")
+
+
 # Which settings model applies to the hosts of which group.
 GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
     "all": (CommonSettings,),
     "loadbalancers": (LoadBalancerSettings,),
+    "webservers": (NginxSettings, AppSettings),
 }
 
 
@@ -299,10 +334,19 @@ def check_inventory(namespace: dict[str, Any]) -> Stack:
 # --- entry point 2: deploy.py, on the data pyinfra merged ---------------------------------
 
 def from_pyinfra(inventory) -> Stack:
+    # `pyinfra --data key=value` sets a key on every host: it applies to the hosts whose groups
+    # have that setting, and must be a setting of some group.
+    overrides = dict(inventory.override_data)
+    every_key = _allowed_keys(list(ROLE_GROUPS))
+    unknown = [_unknown_key_problem(k, "--data", every_key) for k in overrides
+               if not _is_connector_key(k) and k not in every_key]
+    if unknown:
+        raise SettingsError(unknown)
     hosts = []
     for h in inventory:
         groups = [g for g in ROLE_GROUPS if g in h.groups]
-        data = h.data.dict()
+        allowed = _allowed_keys(groups)
+        data = {k: v for k, v in h.data.dict().items() if k not in overrides or k in allowed}
         hosts.append(_HostInput(h.name, data.get("ssh_hostname", h.name), groups,
-                                [_Layer("pyinfra host data", data)]))
+                                [_Layer("pyinfra host data and --data", data)]))
     return _build(hosts, env=None)

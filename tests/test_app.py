@@ -1,0 +1,113 @@
+"""Specs for tasks/app.py and the stack-status app's contract."""
+
+import json
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.conftest import ROOT, http_get, lab_hosts, run_deploy, systemd_pid
+
+pytestmark = pytest.mark.lab
+WEB = lab_hosts("webservers")
+UNIT = "ha-webstack-app"
+
+
+def _post(url, body: bytes, content_type="application/json"):
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, text = resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    return status, json.loads(text)
+
+
+@pytest.mark.parametrize("name", WEB)
+def test_app_runs_under_systemd_on_localhost_only(hosts, name):
+    h = hosts[name]
+    assert h.service(UNIT).is_running and h.service(UNIT).is_enabled
+    assert h.socket("tcp://127.0.0.1:8000").is_listening
+    assert not h.socket("tcp://0.0.0.0:8000").is_listening
+    assert h.process.filter(user="webapp", comm="gunicorn")
+
+
+@pytest.mark.parametrize("name", WEB)
+def test_app_environment_file_is_root_only(hosts, name):
+    f = hosts[name].file("/etc/ha-webstack-app.env")
+    assert f.user == "root" and f.mode == 0o600
+    assert "DB_PASSWORD=" in f.content_string
+
+
+@pytest.mark.parametrize("name", WEB)
+def test_healthz_answers_without_the_database(lab, name):
+    status, _, body = http_get(f"http://{lab.host(name).address}/healthz")
+    assert status == 200 and json.loads(body) == {"server": name, "status": "ok"}
+
+
+def test_health_db_reports_each_server_as_json(lab):
+    _, headers, body = http_get(f"http://{lab.host('web-01').address}/health/db")
+    report = json.loads(body)
+    assert headers["Content-Type"] == "application/json"
+    roles = [(s["role"], s["address"]) for s in report["servers"]]
+    assert roles == [("primary", lab.host("db-01").address), ("replica", lab.host("db-02").address)]
+    assert all({"reachable", "read_only", "lag_seconds"} <= s.keys() for s in report["servers"])
+
+
+@pytest.mark.parametrize("body, content_type, status, error", [
+    (b'{"txt": "x"}', "application/json", 400, '"text" field'),
+    (b'not json', "application/json", 400, '"text" field'),
+    (b'{"text": 42}', "application/json", 422, "non-empty string"),
+    (b'{"text": "' + b"x" * 2000 + b'"}', "application/json", 422, "longer than"),
+    (b'{"text": "' + b"x" * 70000 + b'"}', "application/json", 413, "too large"),
+    (b'{"text": "' + b"x" * 1_100_000 + b'"}', "application/json", 413, "too large"),
+    (b'text=x', "application/x-www-form-urlencoded", 415, "send JSON"),
+])
+def test_bad_note_input_gets_a_clear_4xx_json_error(lab, body, content_type, status, error):
+    got, payload = _post(f"http://{lab.host('web-01').address}/api/notes", body, content_type)
+    assert got == status and error in payload["error"]
+
+
+def test_unknown_path_is_a_json_404(lab):
+    status, _, body = http_get(f"http://{lab.host('web-01').address}/no/such/page")
+    assert status == 404 and "error" in json.loads(body)
+
+
+def test_status_page_renders_in_a_browser(lab, tmp_path):
+    """Headless Chromium loads the page; the served-by name is in the rendered page."""
+    url = f"http://{lab.host('web-02').address}/"
+    chromium = ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = ROOT / "artifacts" / "status-page.png"
+    shot.parent.mkdir(exist_ok=True)
+    subprocess.run([*chromium, f"--screenshot={shot}", "--window-size=1000,900", url],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000
+    dom = subprocess.run([*chromium, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert 'id="served-by">web-02</strong>' in dom
+    assert "Visit counter" in dom
+
+
+def test_changing_only_the_app_code_restarts_only_the_app(hosts, tmp_path):
+    h = hosts["web-01"]
+    app_pid, nginx_pid = systemd_pid(h, UNIT), systemd_pid(h, "nginx")
+    changed = tmp_path / "app"
+    shutil.copytree(ROOT / "app", changed, ignore=shutil.ignore_patterns("__pycache__"))
+    (changed / "VERSION").write_text("changed by the test\n")
+    try:
+        result = run_deploy("--json", "--limit", "web-01", "--data", f"app_source={changed}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        changed_ops = {op["name"] for op in json.loads(result.stdout)["results"]["operations"]
+                       if op["success"]}
+        assert changed_ops == {"tasks/app.py | App code",
+                               "tasks/app.py | App running, restarted when it changed"}
+        assert systemd_pid(h, UNIT) != app_pid
+        assert systemd_pid(h, "nginx") == nginx_pid
+    finally:
+        assert run_deploy("--limit", "web-01").returncode == 0
+    assert not h.file("/opt/ha-webstack-app/VERSION").exists
