@@ -14,6 +14,10 @@ stack()  # validate every host's settings before any operation is planned
 local.include("tasks/common.py")
 local.include("tasks/firewall.py")
 
+if "loadbalancers" in host.groups:
+    local.include("tasks/keepalived.py")  # first: it allows binding the floating IP
+    local.include("tasks/haproxy.py")
+
 if "webservers" in host.groups:
     local.include("tasks/app.py")
     local.include("tasks/nginx.py")

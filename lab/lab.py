@@ -40,7 +40,11 @@ RUN_FLAGS = [
     "--security-opt", "seccomp=unconfined", "--cgroupns=host",
     "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
     "-e", "container=docker", "--label", LABEL,
+    # /proc/sys is read-only in a container: the LBs' non-local bind (for the floating IP) is set
+    # here, per network namespace. tasks/keepalived.py still declares it for real servers.
+    "--sysctl", "net.ipv4.ip_nonlocal_bind=1",
 ]
+FLAGS_DIGEST = hashlib.sha256(" ".join(RUN_FLAGS).encode()).hexdigest()[:12]
 CLIENT_PACKAGES = ["curl", "wrk", "nmap", "openssl", "ca-certificates", "netbase",
                    "netcat-openbsd", "sysbench", "mariadb-client"]
 # Generated once per lab; every later tier reads them through webstack/secrets.py.
@@ -177,23 +181,26 @@ def ensure_network(t: topo.Topology) -> None:
 
 
 def container_state(name: str) -> tuple[str, str, str] | None:
-    """(status, address on the lab network, image id) or None if there is no such container."""
+    """(status, address, image id, flags digest), or None if there is no such container."""
     net = '{{with index .NetworkSettings.Networks "NET"}}{{.IPAddress}}{{else}}-{{end}}'
-    fmt = "{{.State.Status}} " + net.replace("NET", topo.NETWORK_NAME) + " {{.Image}}"
+    fmt = ("{{.State.Status}} " + net.replace("NET", topo.NETWORK_NAME) + " {{.Image}}"
+           ' {{index .Config.Labels "ha-webstack.flags"}}')
     res = docker("inspect", "-f", fmt, name, check=False)
     return tuple(res.stdout.split()) if res.returncode == 0 else None
 
 
 def ensure_host(h: topo.LabHost, image_id: str) -> None:
     state = container_state(h.name)
-    if state and (state[1] != h.address or state[2] != image_id):
-        log(f"{h.name}: wrong address or outdated image, recreating")
+    if state and (state[1] != h.address or state[2] != image_id
+                  or state[3:] != (FLAGS_DIGEST,)):
+        log(f"{h.name}: wrong address, outdated image or run flags, recreating")
         remove_containers([h.name])
         state = None
     if state is None:
         log(f"{h.name}: creating at {h.address}")
         docker("run", "-d", "--name", h.name, "--hostname", h.name,
-               "--network", topo.NETWORK_NAME, "--ip", h.address, *RUN_FLAGS, HOST_IMAGE)
+               "--network", topo.NETWORK_NAME, "--ip", h.address, *RUN_FLAGS,
+               "--label", f"ha-webstack.flags={FLAGS_DIGEST}", HOST_IMAGE)
     elif state[0] in ("paused",):
         docker("unpause", h.name)
     elif state[0] != "running":

@@ -75,13 +75,19 @@ def changed_operations(result: subprocess.CompletedProcess) -> list[str]:
             if op["success"] or op["error"]]
 
 
-def http_get(url: str, timeout: float = 10, **kw):
+class _NoRedirect(__import__("urllib.request").request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def http_get(url: str, timeout: float = 10, redirects: bool = True, **kw):
     """GET from the control machine; returns (status, headers, body) and never raises on 4xx/5xx."""
     import urllib.error
     import urllib.request
     req = urllib.request.Request(url, **kw)
+    opener = urllib.request.build_opener(*([] if redirects else [_NoRedirect]))
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with opener.open(req, timeout=timeout) as resp:
             return resp.status, resp.headers, resp.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read().decode()
@@ -89,3 +95,79 @@ def http_get(url: str, timeout: float = 10, **kw):
 
 def systemd_pid(testinfra_host, unit: str) -> int:
     return int(testinfra_host.check_output(f"systemctl show -p MainPID --value {unit}"))
+
+
+def lab_ca() -> Path:
+    return ROOT / "secrets" / "lab-ca" / "ca.crt"
+
+
+def https_get(url: str, timeout: float = 5, **kw):
+    """GET over HTTPS, verified against the lab CA (never -k)."""
+    import ssl
+    import urllib.request
+    context = ssl.create_default_context(cafile=str(lab_ca()))
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    import urllib.error
+    try:
+        with opener.open(urllib.request.Request(url, **kw), timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def vip_holder(lab) -> list[str]:
+    """The load balancers that currently carry the floating IP on an interface."""
+    holders = []
+    for h in lab.hosts:
+        if "loadbalancers" in h.groups:
+            out = docker_exec(h.name, "ip", "-4", "-o", "addr", "show").stdout
+            if f" {lab.floating_ip}/" in out:
+                holders.append(h.name)
+    return holders
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2):
+    """Poll until predicate() is truthy; return the seconds it took, or None on timeout."""
+    import time
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(interval)
+    return None
+
+
+class RequestStream:
+    """A bounded stream of GETs in a background thread: counts answers and failures."""
+
+    def __init__(self, url: str, max_seconds: float = 60, max_requests: int = 20000):
+        import threading
+        self.url, self.max_seconds, self.max_requests = url, max_seconds, max_requests
+        self.results: list[tuple[float, int | str, str]] = []  # (time, status|error, served-by)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import time
+        start = time.monotonic()
+        while (not self._stop.is_set() and time.monotonic() - start < self.max_seconds
+               and len(self.results) < self.max_requests):
+            t = time.monotonic()
+            try:
+                status, headers, _ = https_get(self.url, timeout=5)
+                self.results.append((t, status, headers.get("X-Served-By", "")))
+            except OSError as e:
+                self.results.append((t, type(e).__name__, ""))
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def failures(self):
+        return [r for r in self.results if r[1] != 200]

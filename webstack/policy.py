@@ -27,6 +27,10 @@ class Row:
 
 POLICY: tuple[Row, ...] = (
     Row("all", "ssh", ("sshd_port",), "tcp", ("admin_networks",), limit=True),
+    Row("loadbalancers", "https", (80, 443), "tcp", ("public",)),
+    Row("loadbalancers", "haproxy-management", ("haproxy_stats_port",), "tcp",
+        ("admin_networks", "monitoring")),
+    Row("loadbalancers", "vrrp", (), "vrrp", ("loadbalancers",)),
     # Admins too, so an operator can check one web server directly, bypassing the balancers.
     Row("webservers", "http", ("nginx_port",), "tcp", ("loadbalancers", "admin_networks")),
 )

@@ -18,6 +18,10 @@ SECRETS = {
     "haproxy_stats_password": "loadbalancers",
     "keepalived_auth_pass": "loadbalancers",
 }
+# Used when set, never required: without it the stack's own CA issues the certificate.
+OPTIONAL_SECRETS = {
+    "haproxy_tls_pem_file": "loadbalancers",  # path to a PEM with certificate chain and key
+}
 
 
 def secrets_file(env: str) -> Path:
@@ -39,7 +43,7 @@ def load(env: str) -> dict[str, str]:
     """Every known secret that is set, by its lower-case name; the environment wins."""
     from_file = _read_env_file(secrets_file(env))
     found = {}
-    for name in SECRETS:
+    for name in [*SECRETS, *OPTIONAL_SECRETS]:
         value = os.environ.get(name.upper()) or from_file.get(name.upper())
         if value:
             found[name] = value

@@ -55,11 +55,43 @@ class CommonSettings(_Settings):
         description="ufw log level: off, low, medium, high or full")
 
 
-class LoadBalancerSettings(_Settings):
-    """group_data/loadbalancers.py: the HAProxy/keepalived pair."""
+class HAProxySettings(_Settings):
+    """group_data/loadbalancers.py: HAProxy on the load balancers."""
+
+    haproxy_balance: Literal["roundrobin", "leastconn", "source", "first"] = Field(
+        description="load-balancing algorithm: roundrobin, leastconn, source or first")
+    haproxy_server_weights: dict[str, Annotated[int, Field(ge=0, le=256)]] = Field(
+        description="per web server weight (0-256), e.g. {'web-01': 200}; others get 100")
+    haproxy_sticky_sessions: bool = Field(
+        description="pin each client to one server with a cookie (hides round-robin)")
+    haproxy_tls_names: list[str] = Field(
+        description="DNS names on the certificate the stack CA issues (the floating IP always is)")
+    haproxy_hsts_max_age: int = Field(ge=0, description="Strict-Transport-Security max-age (s)")
+    haproxy_stats_port: Port = Field(description="management port: stats page and /metrics")
+    haproxy_stats_user: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="stats login")
+    haproxy_check_interval_ms: int = Field(ge=100, description="health check interval (ms)")
+    haproxy_check_fall: int = Field(ge=1, description="failed checks before a server is down")
+    haproxy_check_rise: int = Field(ge=1, description="passed checks before a server is up")
+    haproxy_check_host: str = Field(description="Host header of the health checks")
+    haproxy_retries: int = Field(ge=0, le=10, description="retries of a failed request")
+    haproxy_timeout_connect_ms: int = Field(ge=100, description="connect timeout to a server")
+    haproxy_timeout_client_s: int = Field(ge=1, description="client inactivity timeout (s)")
+    haproxy_timeout_server_s: int = Field(ge=1, description="server inactivity timeout (s)")
+    haproxy_hard_stop_after: str = Field(
+        pattern=r"^[0-9]+(ms|s|m|h)$", description="how long old workers live after a reload")
+    haproxy_maxconn: int = Field(ge=1, description="global connection limit")
+    haproxy_extra_global: str = Field(description="raw lines for the global section ('')")
+
+
+class KeepalivedSettings(_Settings):
+    """group_data/loadbalancers.py: keepalived moving the floating IP between the pair."""
 
     keepalived_floating_ip: IPv4Address = Field(
         description="the stack's public address, inside stack_network and no host's address")
+    keepalived_interface: str = Field(description="network interface carrying the floating IP")
+    keepalived_router_id: int = Field(ge=1, le=255, description="VRRP router id, unique per LAN")
+    keepalived_unicast: bool = Field(
+        description="send VRRP to the peer's address instead of multicast (cloud networks)")
 
 
 class NginxSettings(_Settings):
@@ -99,7 +131,7 @@ class AppSettings(_Settings):
 # Which settings model applies to the hosts of which group.
 GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
     "all": (CommonSettings,),
-    "loadbalancers": (LoadBalancerSettings,),
+    "loadbalancers": (HAProxySettings, KeepalivedSettings),
     "webservers": (NginxSettings, AppSettings),
 }
 

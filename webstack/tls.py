@@ -1,0 +1,101 @@
+"""The stack's own CA and the load balancers' certificate, made on the control machine.
+
+Used when no certificate is supplied (secret haproxy_tls_pem_file): the deploy creates a CA once
+per environment in the ignored secrets/<env>-ca/ and issues an ECDSA P-256 certificate for the
+floating IP and the configured names. Clients verify it with secrets/<env>-ca/ca.crt. The
+certificate is re-issued only when its names change or it nears expiry, so re-runs change nothing.
+Written with the `cryptography` library (already a dependency of paramiko) rather than shelling
+out to openssl, so it behaves the same on every control machine.
+"""
+
+import datetime as dt
+import ipaddress
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from webstack.secrets import ROOT
+
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+def ca_dir(env: str) -> Path:
+    return ROOT / "secrets" / f"{env}-ca"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write_key(path: Path, key) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
+def ensure_ca(env: str):
+    d = ca_dir(env)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert_path, key_path = d / "ca.crt", d / "ca.key"
+    if cert_path.exists() and key_path.exists():
+        return (x509.load_pem_x509_certificate(cert_path.read_bytes()),
+                serialization.load_pem_private_key(key_path.read_bytes(), None))
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ha-webstack {env} CA")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert, key
+
+
+def _sans(names: list[str], ips: list[str]) -> list[x509.GeneralName]:
+    return ([x509.DNSName(n) for n in names]
+            + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips])
+
+
+def _still_good(pem_path: Path, sans: list[x509.GeneralName]) -> bool:
+    if not pem_path.exists():
+        return False
+    cert = x509.load_pem_x509_certificate(pem_path.read_bytes())
+    have = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(have) == set(sans) and cert.not_valid_after_utc - _now() > RENEW_BEFORE
+
+
+def issue(env: str, names: list[str], ips: list[str], days: int = 397) -> Path:
+    """Path of a PEM (certificate, then key) for these names, issued by the env's CA."""
+    sans = _sans(names, ips)
+    pem_path = ca_dir(env) / "site.pem"
+    ca_cert, ca_key = ensure_ca(env)
+    if _still_good(pem_path, sans):
+        return pem_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    cn = names[0] if names else ips[0]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
+                         + ca_cert.public_bytes(serialization.Encoding.PEM)
+                         + key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
+    pem_path.chmod(0o600)
+    return pem_path
