@@ -18,6 +18,9 @@ if "loadbalancers" in host.groups:
     local.include("tasks/keepalived.py")  # first: it allows binding the floating IP
     local.include("tasks/haproxy.py")
 
+if "databases" in host.groups:
+    local.include("tasks/mysql.py")
+
 if "webservers" in host.groups:
     local.include("tasks/app.py")
     local.include("tasks/nginx.py")

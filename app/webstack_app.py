@@ -7,6 +7,7 @@ the environment (a root-only file written by the deploy, read by systemd):
 /healthz never touches the database: a database outage must not empty the load balancer's pool.
 """
 
+import datetime
 import os
 import socket
 import time
@@ -54,11 +55,20 @@ def query(address: str, sql: str, args=()):
         return cur.fetchall()
 
 
+HEARTBEAT = "SELECT ts FROM ha_heartbeat.heartbeat WHERE id = 1"
+
+
 def replica_lag(address: str) -> float | None:
-    """Seconds since the primary's heartbeat row was last written, as seen on this server."""
-    rows = query(address, "SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) / 1e6 "
-                          "FROM heartbeat WHERE id = 1")
-    return float(rows[0][0]) if rows else None
+    """How far the replica's copy of the primary's heartbeat (written every second) trails the
+    primary's own: 0 when caught up, even when idle. With the primary down: the beat's age."""
+    rows = query(address, HEARTBEAT)
+    if not rows:
+        return None
+    try:
+        newest = query(DB["primary"], HEARTBEAT)[0][0]
+    except (DatabaseDown, pymysql.MySQLError, IndexError):
+        newest = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    return max(0.0, (newest - rows[0][0]).total_seconds())
 
 
 def server_state(address: str, role: str) -> dict:

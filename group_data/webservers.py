@@ -25,5 +25,6 @@ app_environment = {}              # extra variables, e.g. {"FEATURE_X": "on"}
 app_health_path = "/healthz"      # must not depend on the database
 app_static_dir = "static"         # served by nginx at /static/
 app_db_name = "webstack"
+app_schema_file = "schema.sql"    # CREATE TABLE IF NOT EXISTS ...; applied on the primary
 app_db_user = "webstack"
 app_replica_max_lag = 5.0         # seconds; a staler replica is skipped for reads

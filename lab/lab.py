@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lab import topology as topo  # noqa: E402
+from webstack.secrets import SECRETS  # noqa: E402  (standard library only)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_DIR = ROOT / "lab" / "image"
@@ -47,9 +48,6 @@ RUN_FLAGS = [
 FLAGS_DIGEST = hashlib.sha256(" ".join(RUN_FLAGS).encode()).hexdigest()[:12]
 CLIENT_PACKAGES = ["curl", "wrk", "nmap", "openssl", "ca-certificates", "netbase",
                    "netcat-openbsd", "sysbench", "mariadb-client"]
-# Generated once per lab; every later tier reads them through webstack/secrets.py.
-LAB_SECRETS = ["mysql_app_password", "mysql_replication_password", "mysql_monitor_password",
-               "haproxy_stats_password", "keepalived_auth_pass"]
 
 
 def log(msg: str) -> None:
@@ -256,7 +254,7 @@ def ensure_secrets() -> None:
     """Lab secrets are generated once and kept in the ignored secrets/ directory."""
     SECRETS_FILE.parent.mkdir(mode=0o700, exist_ok=True)
     have = SECRETS_FILE.read_text() if SECRETS_FILE.exists() else ""
-    missing = [k for k in LAB_SECRETS if f"{k.upper()}=" not in have]
+    missing = [k for k in SECRETS if f"{k.upper()}=" not in have]
     if missing:
         with open(SECRETS_FILE, "a") as f:
             for key in missing:

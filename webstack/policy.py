@@ -31,6 +31,7 @@ POLICY: tuple[Row, ...] = (
     Row("loadbalancers", "haproxy-management", ("haproxy_stats_port",), "tcp",
         ("admin_networks", "monitoring")),
     Row("loadbalancers", "vrrp", (), "vrrp", ("loadbalancers",)),
+    Row("databases", "mysql", ("mysql_port",), "tcp", ("webservers", "databases")),
     # Admins too, so an operator can check one web server directly, bypassing the balancers.
     Row("webservers", "http", ("nginx_port",), "tcp", ("loadbalancers", "admin_networks")),
 )

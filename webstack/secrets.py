@@ -15,6 +15,7 @@ SECRETS = {
     "mysql_app_password": "databases",
     "mysql_replication_password": "databases",
     "mysql_monitor_password": "databases",
+    "mysql_seed_password": "databases",
     "haproxy_stats_password": "loadbalancers",
     "keepalived_auth_pass": "loadbalancers",
 }

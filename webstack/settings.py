@@ -12,6 +12,7 @@ Tasks read settings only through `Stack`/`Host` objects built here.
 """
 
 import difflib
+import ipaddress
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -123,9 +124,33 @@ class AppSettings(_Settings):
     app_static_dir: str = Field(
         description="directory of static files inside the app, served by nginx ('' for none)")
     app_db_name: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the app's database name")
+    app_schema_file: str = Field(
+        description="SQL file in a directory app_source, applied on the primary when a table it "
+                    "creates is missing ('' for none: the app migrates itself)")
     app_db_user: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the app's database user")
     app_replica_max_lag: float = Field(
         ge=0, description="seconds of replica lag beyond which reads go to the primary")
+
+
+class MySQLSettings(_Settings):
+    """group_data/databases.py: MariaDB primary and replicas."""
+
+    mysql_port: Port = Field(description="port MariaDB listens on, on the host's own address")
+    mysql_server_id: Annotated[int, Field(ge=1, le=4294967295)] | None = Field(
+        description="replication server_id; None derives it from the host's IPv4 address")
+    mysql_binlog_retention_days: int = Field(ge=1, description="days binary logs are kept")
+    mysql_max_connections: int = Field(ge=10, description="max client connections")
+    mysql_innodb_buffer_pool_size: str = Field(
+        pattern=r"^[0-9]+[KMG]$", description="InnoDB buffer pool, e.g. 256M")
+    mysql_semi_sync: bool = Field(
+        description="semi-synchronous replication (AFTER_SYNC): a commit waits for a replica")
+    mysql_semi_sync_timeout_ms: int = Field(
+        ge=1, description="how long a commit waits for a replica before going async")
+    mysql_reseed_replicas: bool = Field(
+        description="re-seed a replica whose replication is broken (destroys its copy); "
+                    "meant for one explicit run: --data mysql_reseed_replicas=True")
+    mysql_app_databases: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]] = Field(
+        description="databases copied when a replica is seeded (the apps' data)")
 
 
 # Which settings model applies to the hosts of which group.
@@ -133,6 +158,7 @@ GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
     "all": (CommonSettings,),
     "loadbalancers": (HAProxySettings, KeepalivedSettings),
     "webservers": (NginxSettings, AppSettings),
+    "databases": (MySQLSettings,),
 }
 
 
@@ -161,6 +187,11 @@ class Host:
     def get(self, model: type[_Settings]) -> Any:
         """This host's settings of one model (KeyError if the host is not in that group)."""
         return self.settings[model]
+
+    @property
+    def mysql_server_id_effective(self) -> int:
+        """The set mysql_server_id, else the host's IPv4 address as a number (unique per host)."""
+        return self.mysql_server_id or int(ipaddress.IPv4Address(self.address))
 
     def __getattr__(self, name: str) -> Any:
         # host.haproxy_balance: the setting of that name from whichever model holds it.
@@ -257,6 +288,11 @@ def _stack_problems(stack: Stack) -> list[str]:
         problems.append(f"duplicate address {address} for hosts {names}: "
                         "give each host its own ssh_hostname in the inventory")
     problems += _group_shape_problems(stack)
+    ids = Counter(h.mysql_server_id_effective for h in stack.group("databases"))
+    for server_id, n in ids.items():
+        if n > 1:
+            problems.append(f"setting 'mysql_server_id' = {server_id} is used by {n} database "
+                            "hosts: give each a unique id, or None to derive it from its address")
     for lb in stack.group("loadbalancers"):
         vip = lb.keepalived_floating_ip
         if vip not in lb.stack_network:

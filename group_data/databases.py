@@ -1,0 +1,14 @@
+"""Settings for the database hosts (validated by webstack/settings.py: MySQLSettings).
+
+Which host is the primary is chosen in the inventory (groups db_primary, db_replicas).
+"""
+
+mysql_port = 3306
+mysql_server_id = None              # None: derived from the host's IPv4 address (unique per host)
+mysql_binlog_retention_days = 7     # long enough to rebuild a replica that was down for a while
+mysql_max_connections = 200
+mysql_innodb_buffer_pool_size = "256M"
+mysql_semi_sync = False             # True: a commit waits (AFTER_SYNC) until a replica has it
+mysql_semi_sync_timeout_ms = 1000   # then falls back to asynchronous replication
+mysql_reseed_replicas = False       # never on by default: re-seeding destroys the replica's copy
+mysql_app_databases = ["webstack", "ha_heartbeat"]  # what a new replica is seeded with
