@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYINFRA := $(VENV)/bin/pyinfra
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: lab test check deploy down status test-tools
+.PHONY: lab test check deploy down status test-tools docs
 
 # Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
 $(VENV)/.installed: requirements.txt
@@ -30,6 +30,10 @@ down:
 
 status:
 	python3 lab/lab.py status
+
+## docs: regenerate the documents made from the code (the firewall policy table).
+docs: $(VENV)/.installed
+	$(PY) -m webstack.policy > docs/firewall.md
 
 ## check: the fast tier, no lab needed: lint and unit tests (under a minute).
 check: $(VENV)/.installed

@@ -322,8 +322,15 @@ def status() -> None:
 def endpoints() -> None:
     """What `make lab` ends with: where to point a browser, curl or ssh."""
     t = topo.current()
+    ca = "secrets/lab-ca/ca.crt"
+    lb = t.host("lb-01").address
     print(f"""
 The lab is up ({t.subnet}, network {topo.NETWORK_NAME}).
+  The stack (floating IP):   https://{t.floating_ip}/   (curl --cacert {ca} ...)
+  One web server directly:   http://{t.host('web-01').address}/
+  HAProxy stats:             http://{lb}:8404/stats  (user admin, password
+                             HAPROXY_STATS_PASSWORD in secrets/lab.env)
+  Database primary/replica:  docker exec -it db-01 mariadb   /   docker exec -it db-02 mariadb
   SSH (as the deploy does):  ssh -i {SSH_KEY.relative_to(ROOT)} deploy@{t.host('web-01').address}
   A host's shell:            docker exec -it web-01 bash
   The internet's view:       docker exec -it client bash

@@ -92,3 +92,32 @@ def rules_for(stack: Stack, target: Host) -> list[Rule]:
                                 normalize_source(address), comment)
                     rules.setdefault(rule.key, rule)
     return list(rules.values())
+
+
+def markdown_table() -> str:
+    """The policy as the Markdown table in docs/firewall.md (regenerate: make docs)."""
+    lines = ["| on hosts in | service | port | protocol | allowed from |",
+             "|---|---|---|---|---|"]
+    for row in POLICY:
+        ports = ", ".join(f"`{p}`" if isinstance(p, str) else str(p) for p in row.ports) or "-"
+        sources = ", ".join(f"`{s}`" for s in row.sources)
+        limit = " (rate-limited)" if row.limit else ""
+        lines.append(f"| `{row.role}` | {row.service} | {ports} | {row.proto}{limit} | "
+                     f"{sources} |")
+    return "\n".join(lines) + "\n"
+
+
+DOC_HEADER = """# Firewall policy
+
+Generated from `webstack/policy.py` by `make docs`; do not edit by hand (a test checks it).
+
+Every managed host runs ufw: default deny incoming, allow outgoing, deny routed, logging low.
+Its rules are computed from the rows below and the inventory; rules not computed are removed.
+A port in backticks is the setting that holds it. Sources are inventory groups (the target
+itself excluded), `admin_networks` (setting), or `public` (anywhere).
+
+"""
+
+
+if __name__ == "__main__":
+    print(DOC_HEADER + markdown_table(), end="")
