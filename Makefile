@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYINFRA := $(VENV)/bin/pyinfra
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: lab test check deploy down status test-tools docs
+.PHONY: lab test check deploy down status test-tools docs promtool
 
 # Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
 $(VENV)/.installed: requirements.txt
@@ -36,12 +36,19 @@ docs: $(VENV)/.installed
 	$(PY) -m webstack.policy > docs/firewall.md
 
 ## check: the fast tier, no lab needed: lint and unit tests (under a minute).
-check: $(VENV)/.installed
+check: $(VENV)/.installed promtool
 	$(VENV)/bin/ruff check .
 	$(PYTEST) -q -m "not lab"
 
+# promtool (from Debian's prometheus package) unit-tests the alert rules. Installing the package
+# may start a Prometheus here on a machine without systemd; only promtool is wanted.
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	  && { pkill -x prometheus || true; }; }
+
 # Tools the tests use on the control machine (Debian packages).
-test-tools:
+test-tools: promtool
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 

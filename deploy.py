@@ -13,6 +13,7 @@ stack()  # validate every host's settings before any operation is planned
 
 local.include("tasks/common.py")
 local.include("tasks/firewall.py")
+local.include("tasks/exporters.py")
 
 if "loadbalancers" in host.groups:
     local.include("tasks/keepalived.py")  # first: it allows binding the floating IP
@@ -24,3 +25,6 @@ if "databases" in host.groups:
 if "webservers" in host.groups:
     local.include("tasks/app.py")
     local.include("tasks/nginx.py")
+
+if "monitoring" in host.groups:
+    local.include("tasks/monitoring.py")

@@ -25,3 +25,6 @@ sshd_rate_limit = True
 
 # ufw's log level (off, low, medium, high, full).
 ufw_logging = "low"
+
+# Port of the node exporter (tasks/exporters.py), on the host's own address, for monitoring only.
+node_exporter_port = 9100

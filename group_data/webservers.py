@@ -11,6 +11,7 @@ nginx_proxy_connect_timeout = 2   # seconds; fail fast so HAProxy retries anothe
 nginx_proxy_read_timeout = 30     # seconds
 nginx_keepalive_timeout = 65      # seconds; longer than HAProxy's idle timeout to the server
 nginx_extra_config = ""           # raw directives for the server block, validated by nginx -t
+nginx_exporter_port = 9113        # prometheus-nginx-exporter, reads stub_status; monitoring only
 
 # --- the app (tasks/app.py) ---------------------------------------------------------------
 # To run your own app instead, point these at it: a directory or a git URL, the command that

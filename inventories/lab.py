@@ -28,16 +28,29 @@ _environment = {
 }
 
 
-def _group(name):
-    return [(h.name, {"ssh_hostname": h.address, **_environment})
+def _group(name, **group_settings):
+    """The lab hosts of one group, each with its address, the environment and the group's
+    settings for this environment (host data: it overrides group_data/, as it must)."""
+    return [(h.name, {"ssh_hostname": h.address, **_environment, **group_settings})
             for h in _lab.managed_hosts if name in h.groups]
 
 
-loadbalancers = (_group("loadbalancers"), {"keepalived_floating_ip": _lab.floating_ip})
+loadbalancers = _group("loadbalancers", keepalived_floating_ip=_lab.floating_ip)
 webservers = _group("webservers")
 databases = _group("databases")
 db_primary = _group("db_primary")
 db_replicas = _group("db_replicas")
-monitoring = _group("monitoring")
+# The lab records alerts on monitor-01 (tests read them) and alerts fast.
+monitoring = _group(
+    "monitoring",
+    alert_receiver_lab=True,
+    alertmanager_webhook_url="http://127.0.0.1:9099/alerts",
+    prometheus_scrape_interval="5s",
+    alert_for_instance_down="15s",
+    alert_for_web_server_down="10s",
+    alert_for_replication="10s",
+    alert_for_default="30s",
+    alert_replication_lag_seconds=5.0,
+)
 
 check_inventory(globals())

@@ -25,18 +25,20 @@ _environment = {
 }
 
 
-def _hosts(*pairs):
-    return [(name, {"ssh_hostname": address, **_environment}) for name, address in pairs]
+def _hosts(*pairs, **settings):
+    """Hosts as (name, address) pairs; settings given here apply to these hosts only and
+    override group_data/."""
+    return [(name, {"ssh_hostname": address, **_environment, **settings})
+            for name, address in pairs]
 
 
-loadbalancers = (
-    _hosts(("lb-01", "192.0.2.11"), ("lb-02", "192.0.2.12")),
-    {"keepalived_floating_ip": "192.0.2.10"},  # the stack's public address
-)
+loadbalancers = _hosts(("lb-01", "192.0.2.11"), ("lb-02", "192.0.2.12"),
+                       keepalived_floating_ip="192.0.2.10")  # the stack's public address
 webservers = _hosts(("web-01", "192.0.2.21"), ("web-02", "192.0.2.22"))
 databases = _hosts(("db-01", "192.0.2.31"), ("db-02", "192.0.2.32"))
 db_primary = _hosts(("db-01", "192.0.2.31"))    # exactly one
 db_replicas = _hosts(("db-02", "192.0.2.32"))   # zero or more
-monitoring = _hosts(("monitor-01", "192.0.2.41"))
+monitoring = _hosts(("monitor-01", "192.0.2.41"),
+                    alertmanager_email_to="oncall@example.org")  # or alertmanager_webhook_url
 
 check_inventory(globals())

@@ -330,6 +330,8 @@ The lab is up ({t.subnet}, network {topo.NETWORK_NAME}).
   One web server directly:   http://{t.host('web-01').address}/
   HAProxy stats:             http://{lb}:8404/stats  (user admin, password
                              HAPROXY_STATS_PASSWORD in secrets/lab.env)
+  Prometheus:                http://{t.host('monitor-01').address}:9090/alerts
+  Alertmanager:              http://{t.host('monitor-01').address}:9093/
   Database primary/replica:  docker exec -it db-01 mariadb   /   docker exec -it db-02 mariadb
   SSH (as the deploy does):  ssh -i {SSH_KEY.relative_to(ROOT)} deploy@{t.host('web-01').address}
   A host's shell:            docker exec -it web-01 bash

@@ -22,7 +22,7 @@ supplied = stack().secrets.get("haproxy_tls_pem_file")
 pem_src = supplied or str(tls.issue(s.stack_env, s.haproxy_tls_names,
                                     [str(s.keepalived_floating_ip)]))
 
-# socat talks to the runtime API (drain a server: see docs/runbooks.md).
+# socat talks to the runtime API, e.g. to drain a server before maintenance.
 apt.packages(name="HAProxy", packages=["haproxy", "socat"], no_recommends=True)
 files.directory(name="Certificate directory", path="/etc/haproxy/certs", mode="700")
 cert = files.put(name="TLS certificate and key", src=pem_src, dest=PEM_PATH, mode="600")

@@ -11,13 +11,15 @@
 Reads MySQLSettings (group_data/databases.py); proven by tests/test_mysql.py.
 """
 
+import hashlib
+import io
 import re
 import shlex
 from pathlib import Path
 
 from pyinfra import host, inventory
 from pyinfra.facts.mysql import MysqlUsers
-from pyinfra.operations import apt, mysql, server, systemd
+from pyinfra.operations import apt, files, mysql, server, systemd
 
 from webstack.context import me, stack
 from webstack.facts import MariaDBState
@@ -27,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = "/etc/mysql/mariadb.conf.d"
 CHECK = "mariadbd --help --verbose"
 REPL_USER, SEED_USER, MONITOR_USER = "replicator", "seeder", "exporter"
+SECRET_MARKER = "/var/lib/ha-webstack/replication-secret.sha256"
 
 s = me()
 st = stack()
@@ -77,6 +80,11 @@ systemd.service(name="MariaDB running and enabled", service="mariadb", running=T
 
 
 # --- primary: baseline, users, schema, heartbeat ------------------------------------------
+
+def native_password_hash(password: str) -> str:
+    """MariaDB's mysql_native_password hash: '*' + upper hex of SHA1(SHA1(password))."""
+    return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
+
 
 def desired_users() -> dict[tuple[str, str], tuple[str, list[tuple[list[str], str]]]]:
     """(user, host) -> (password, [(privileges, database)]) from the inventory and secrets."""
@@ -129,6 +137,12 @@ def primary_tasks() -> None:
     for (user, where), (password, grants) in sorted(wanted.items()):
         mysql.user(name=f"User {user}@{where}", user=user, user_hostname=where,
                    password=password)
+        # pyinfra's mysql.user sets a password only on creation; a rotated secret is applied
+        # here, when the stored hash is not the secret's.
+        current = existing.get(f"{user}@{where}", {}).get("authentication_string")
+        if current is not None and current != native_password_hash(password):
+            mysql.sql(name=f"Password of {user}@{where} (secret changed)",
+                      sql=f"ALTER USER '{user}'@'{where}' IDENTIFIED BY '{password}'")
         for privileges, database in grants:
             mysql.privileges(name=f"Grants of {user}@{where} on {database}", user=user,
                              user_hostname=where, privileges=privileges, database=database)
@@ -170,12 +184,20 @@ def replica_problem(status: dict) -> str:
     return "; ".join(errors)
 
 
+def replication_secret_fingerprint():
+    """A hash of the replication secret on the replica, to see when the secret rotates."""
+    digest = hashlib.sha256(secrets["mysql_replication_password"].encode()).hexdigest()
+    return files.put(name="Replication secret fingerprint", src=io.StringIO(digest + "\n"),
+                     dest=SECRET_MARKER, mode="600")
+
+
 def replica_tasks() -> None:
     mine = host.get_fact(MariaDBState)
     status = mine.get("replica", {})
     primary_has_data = bool(inventory.get_host(primary.name).get_fact(MariaDBState)
                             .get("gtid_binlog_pos"))
     if not status:
+        replication_secret_fingerprint()
         if primary_has_data:
             server.shell(name="Seed this new replica from the primary, then replicate",
                          commands=seed_commands(), _shell_executable="bash")
@@ -183,6 +205,12 @@ def replica_tasks() -> None:
             server.shell(name="Replicate from the (empty) primary",
                          commands=[sql(f"{change_master()}; START SLAVE")])
         return
+    # The replication password lives in the replica's master.info: apply a rotated secret.
+    marker = replication_secret_fingerprint()
+    password = secrets["mysql_replication_password"]
+    server.shell(name="Apply the rotated replication password",
+                 commands=[sql(f"STOP SLAVE; CHANGE MASTER TO MASTER_PASSWORD='{password}'; "
+                               "START SLAVE")], _if=marker.did_change)
     problem = replica_problem(status)
     if problem and s.mysql_reseed_replicas:
         drop = "; ".join(f"DROP DATABASE IF EXISTS {db}" for db in s.mysql_app_databases)
@@ -193,8 +221,8 @@ def replica_tasks() -> None:
     elif problem:
         message = (f"ha-webstack: replication on {host.name} is broken: {problem}. The deploy "
                    "does not repair it on its own. Fix the cause, or re-seed this replica "
-                   "from the primary (destroys its copy): see docs/runbooks.md, or run with "
-                   "--limit " + host.name + " --data mysql_reseed_replicas=True")
+                   "from the primary (destroys its copy): see README.md, 'The database': "
+                   "deploy with --limit " + host.name + " --data mysql_reseed_replicas=True")
         server.shell(name="Replication is broken: stop here",
                      commands=[f"echo {shlex.quote(message)} >&2; exit 1"])
 

@@ -22,18 +22,19 @@ GOOD = {
 def _namespace(**overrides):
     env = {**GOOD, **overrides.pop("env", {})}
 
-    def host(name, address):
-        return (name, {"ssh_hostname": address, **env})
+    def host(name, address, **data):
+        return (name, {"ssh_hostname": address, **env, **data})
 
+    vip = {"keepalived_floating_ip": "10.9.0.10"}
+    webhook = {"alertmanager_webhook_url": "http://127.0.0.1:9099/alerts"}
     ns = {
         "__file__": "inventories/unit.py",
-        "loadbalancers": ([host("lb-01", "10.9.0.11"), host("lb-02", "10.9.0.12")],
-                          {"keepalived_floating_ip": "10.9.0.10"}),
+        "loadbalancers": [host("lb-01", "10.9.0.11", **vip), host("lb-02", "10.9.0.12", **vip)],
         "webservers": [host("web-01", "10.9.0.21"), host("web-02", "10.9.0.22")],
         "databases": [host("db-01", "10.9.0.31"), host("db-02", "10.9.0.32")],
         "db_primary": [host("db-01", "10.9.0.31")],
         "db_replicas": [host("db-02", "10.9.0.32")],
-        "monitoring": [host("monitor-01", "10.9.0.41")],
+        "monitoring": [host("monitor-01", "10.9.0.41", **webhook)],
     }
     ns.update(overrides)
     return ns
@@ -74,17 +75,26 @@ def test_malformed_cidr_names_the_setting_and_the_expected_form(all_secrets):
 
 
 def test_floating_ip_outside_the_subnet_is_refused(all_secrets):
+    vip = {"keepalived_floating_ip": "10.8.0.10"}
     ns = _namespace()
-    ns["loadbalancers"] = (ns["loadbalancers"][0], {"keepalived_floating_ip": "10.8.0.10"})
+    ns["loadbalancers"] = [(name, {**data, **vip}) for name, data in ns["loadbalancers"]]
     msg = _problems(ns)
     assert "'keepalived_floating_ip' = 10.8.0.10" in msg and "outside stack_network" in msg
 
 
 def test_duplicate_addresses_are_refused(all_secrets):
     ns = _namespace()
-    ns["monitoring"] = [("monitor-01", {**GOOD, "ssh_hostname": "10.9.0.21"})]
+    ns["monitoring"] = [("monitor-01", {**ns["monitoring"][0][1], "ssh_hostname": "10.9.0.21"})]
     msg = _problems(ns)
     assert "duplicate address 10.9.0.21 for hosts web-01, monitor-01" in msg
+
+
+def test_alerts_must_go_somewhere(all_secrets):
+    ns = _namespace()
+    ns["monitoring"] = [(name, {k: v for k, v in data.items() if k != "alertmanager_webhook_url"})
+                        for name, data in ns["monitoring"]]
+    assert "alerts go nowhere: set alertmanager_webhook_url or alertmanager_email_to" in (
+        _problems(ns))
 
 
 def test_two_primaries_are_refused(all_secrets):
@@ -154,7 +164,7 @@ def test_cli_refuses_a_typo_in_group_data(repo_copy, all_secrets):
 
 
 def test_cli_refuses_a_floating_ip_outside_the_network(repo_copy, all_secrets):
-    _edit(repo_copy / "inventories/prod.py", '"keepalived_floating_ip": "10.213.0.10"',
-          '"keepalived_floating_ip": "10.214.0.10"')
+    _edit(repo_copy / "inventories/prod.py", 'keepalived_floating_ip="10.213.0.10"',
+          'keepalived_floating_ip="10.214.0.10"')
     result = run_deploy(cwd=repo_copy, inventory="inventories/prod.py")
     _assert_refused_before_connecting(result, "outside stack_network 10.213.0.0/24")

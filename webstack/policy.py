@@ -31,7 +31,12 @@ POLICY: tuple[Row, ...] = (
     Row("loadbalancers", "haproxy-management", ("haproxy_stats_port",), "tcp",
         ("admin_networks", "monitoring")),
     Row("loadbalancers", "vrrp", (), "vrrp", ("loadbalancers",)),
-    Row("databases", "mysql", ("mysql_port",), "tcp", ("webservers", "databases")),
+    # monitoring: its mysqld exporters log in from there (tasks/monitoring.py).
+    Row("databases", "mysql", ("mysql_port",), "tcp", ("webservers", "databases", "monitoring")),
+    Row("all", "node-exporter", ("node_exporter_port",), "tcp", ("monitoring",)),
+    Row("webservers", "nginx-exporter", ("nginx_exporter_port",), "tcp", ("monitoring",)),
+    Row("monitoring", "prometheus", ("prometheus_port",), "tcp", ("admin_networks",)),
+    Row("monitoring", "alertmanager", ("alertmanager_port",), "tcp", ("admin_networks",)),
     # Admins too, so an operator can check one web server directly, bypassing the balancers.
     Row("webservers", "http", ("nginx_port",), "tcp", ("loadbalancers", "admin_networks")),
 )

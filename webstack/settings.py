@@ -153,12 +153,55 @@ class MySQLSettings(_Settings):
         description="databases copied when a replica is seeded (the apps' data)")
 
 
+Duration = Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h|d)$")]
+
+
+class ExporterSettings(_Settings):
+    """group_data/all.py: the node exporter every host runs for the monitoring host."""
+
+    node_exporter_port: Port = Field(description="node exporter port, on the host's own address")
+
+
+class NginxExporterSettings(_Settings):
+    """group_data/webservers.py: the nginx exporter reading stub_status."""
+
+    nginx_exporter_port: Port = Field(description="nginx exporter port, own address")
+
+
+class MonitoringSettings(_Settings):
+    """group_data/monitoring.py: Prometheus, Alertmanager, blackbox and mysqld exporters."""
+
+    prometheus_port: Port = Field(description="Prometheus UI/API port (admin_networks only)")
+    prometheus_scrape_interval: Duration = Field(description="how often targets are scraped")
+    prometheus_retention: Duration = Field(description="how long samples are kept, e.g. 15d")
+    alertmanager_port: Port = Field(description="Alertmanager UI/API port (admin_networks only)")
+    alertmanager_webhook_url: str = Field(
+        description="where alerts are POSTed (Alertmanager webhook format); '' for none")
+    alertmanager_email_to: str = Field(description="address alerts are mailed to; '' for none")
+    alertmanager_email_from: str = Field(description="sender address of alert mails")
+    alertmanager_smarthost: str = Field(description="SMTP server host:port for alert mails")
+    alert_receiver_lab: bool = Field(
+        description="install the lab's recording webhook receiver on the monitoring host")
+    mysqld_exporter_base_port: Port = Field(
+        description="first localhost port of the per-database mysqld exporters")
+    blackbox_exporter_port: Port = Field(description="localhost port of the blackbox exporter")
+    alert_for_instance_down: Duration = Field(description="'for' of InstanceDown")
+    alert_for_web_server_down: Duration = Field(description="'for' of WebServerDownInHAProxy")
+    alert_for_replication: Duration = Field(description="'for' of the replication alerts")
+    alert_for_default: Duration = Field(description="'for' of the other alerts")
+    alert_replication_lag_seconds: float = Field(gt=0, description="lag that alerts (s)")
+    alert_5xx_ratio: float = Field(gt=0, lt=1, description="share of 5xx answers that alerts")
+    alert_disk_free_ratio: float = Field(gt=0, lt=1, description="free disk share that alerts")
+    alert_certificate_days: int = Field(ge=1, description="days before expiry that alert")
+
+
 # Which settings model applies to the hosts of which group.
 GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
-    "all": (CommonSettings,),
+    "all": (CommonSettings, ExporterSettings),
     "loadbalancers": (HAProxySettings, KeepalivedSettings),
-    "webservers": (NginxSettings, AppSettings),
+    "webservers": (NginxSettings, AppSettings, NginxExporterSettings),
     "databases": (MySQLSettings,),
+    "monitoring": (MonitoringSettings,),
 }
 
 
@@ -293,6 +336,10 @@ def _stack_problems(stack: Stack) -> list[str]:
         if n > 1:
             problems.append(f"setting 'mysql_server_id' = {server_id} is used by {n} database "
                             "hosts: give each a unique id, or None to derive it from its address")
+    for m in stack.group("monitoring"):
+        if not (m.alertmanager_webhook_url or m.alertmanager_email_to):
+            problems.append(f"host {m.name}: alerts go nowhere: set alertmanager_webhook_url or "
+                            "alertmanager_email_to (group_data/monitoring.py or the inventory)")
     for lb in stack.group("loadbalancers"):
         vip = lb.keepalived_floating_ip
         if vip not in lb.stack_network:
@@ -382,10 +429,11 @@ def hosts_from_inventory(namespace: dict[str, Any], group_data=None) -> list[_Ho
         h.groups = ordered
         h.layers.append(_Layer("group_data/all.py", group_data.get("all", {})))
         for g in ordered:
-            if g in group_data:
-                h.layers.append(_Layer(f"group_data/{g}.py", group_data[g]))
+            # pyinfra's order: a group_data file overrides the inventory's data for that group.
             if groups[g][1]:
                 h.layers.append(_Layer(f"{inventory_file} (group {g})", groups[g][1]))
+            if g in group_data:
+                h.layers.append(_Layer(f"group_data/{g}.py", group_data[g]))
         h.layers.append(_Layer(f"{inventory_file} (host {h.name})", host_data[h.name]))
     return list(hosts.values())
 

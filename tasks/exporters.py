@@ -1,0 +1,32 @@
+"""Exporters on the managed hosts: node exporter everywhere, nginx exporter on web servers.
+
+Each listens on its host's own address; the firewall opens it to the monitoring host only.
+(HAProxy serves its own /metrics; the mysqld exporters run on the monitoring host, see
+tasks/monitoring.py.) Reads ExporterSettings, NginxExporterSettings; proven by
+tests/test_exporters.py.
+"""
+
+from pyinfra import host
+from pyinfra.operations import apt, files, systemd
+
+from webstack.context import me
+
+s = me()
+
+
+def exporter(package: str, template: str, **context) -> None:
+    apt.packages(name=package, packages=[package], no_recommends=True)
+    conf = files.template(name=f"{package} listen address", src=template,
+                          dest=f"/etc/default/{package}", **context)
+    systemd.service(name=f"Restart {package} (its arguments changed)", service=package,
+                    running=True, enabled=True, restarted=True, _if=conf.did_change)
+    systemd.service(name=f"{package} running and enabled", service=package, running=True,
+                    enabled=True)
+
+
+exporter("prometheus-node-exporter", "templates/exporters/prometheus-node-exporter.default.j2",
+         address=s.address, port=s.node_exporter_port)
+if "webservers" in host.groups:
+    exporter("prometheus-nginx-exporter",
+             "templates/exporters/prometheus-nginx-exporter.default.j2", address=s.address,
+             port=s.nginx_exporter_port, status_port=s.nginx_status_port)
