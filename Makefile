@@ -47,10 +47,12 @@ promtool:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
 	  && { pkill -x prometheus || true; }; }
 
-# Tools the tests use on the control machine (Debian packages).
+# Tools the tests use on the control machine (Debian packages): a browser for the status page,
+# a MariaDB client for logins made from inside a lab host's network namespace.
 test-tools: promtool
-	@command -v chromium >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	@command -v chromium >/dev/null && command -v mariadb >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium mariadb-client; }
 
 ## test: a fresh lab, the full deploy, then every test (fast checks, specs, end-to-end).
 test: $(VENV)/.installed test-tools

@@ -13,7 +13,6 @@ stack()  # validate every host's settings before any operation is planned
 
 local.include("tasks/common.py")
 local.include("tasks/firewall.py")
-local.include("tasks/exporters.py")
 
 if "loadbalancers" in host.groups:
     local.include("tasks/keepalived.py")  # first: it allows binding the floating IP
@@ -28,3 +27,5 @@ if "webservers" in host.groups:
 
 if "monitoring" in host.groups:
     local.include("tasks/monitoring.py")
+
+local.include("tasks/exporters.py")  # last: after the services they watch

@@ -8,6 +8,7 @@ tests/test_exporters.py.
 
 from pyinfra import host
 from pyinfra.operations import apt, files, systemd
+from pyinfra.operations.util import any_changed
 
 from webstack.context import me
 
@@ -18,8 +19,13 @@ def exporter(package: str, template: str, **context) -> None:
     apt.packages(name=package, packages=[package], no_recommends=True)
     conf = files.template(name=f"{package} listen address", src=template,
                           dest=f"/etc/default/{package}", **context)
+    # An exporter that starts before what it watches may exit; Debian's unit then gives up
+    # after five quick restarts. Keep retrying instead.
+    dropin = files.put(name=f"{package} keeps restarting", src="templates/exporters/restart.conf",
+                       dest=f"/etc/systemd/system/{package}.service.d/ha-webstack.conf")
     systemd.service(name=f"Restart {package} (its arguments changed)", service=package,
-                    running=True, enabled=True, restarted=True, _if=conf.did_change)
+                    running=True, enabled=True, restarted=True, daemon_reload=True,
+                    _if=any_changed(conf, dropin))
     systemd.service(name=f"{package} running and enabled", service=package, running=True,
                     enabled=True)
 

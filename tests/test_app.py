@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, http_get, lab_hosts, run_deploy, systemd_pid
+from tests.conftest import ROOT, http_get, lab_hosts, run_deploy, systemd_pid, wait_until
 
 pytestmark = pytest.mark.lab
 WEB = lab_hosts("webservers")
@@ -76,21 +76,43 @@ def test_unknown_path_is_a_json_404(lab):
     assert status == 404 and "error" in json.loads(body)
 
 
-def test_status_page_renders_in_a_browser(lab, tmp_path):
-    """Headless Chromium loads the page; the served-by name is in the rendered page."""
-    url = f"http://{lab.host('web-02').address}/"
+def _render(url: str, tmp_path, shot_name: str) -> str:
+    """Headless Chromium: a screenshot to artifacts/, and the DOM after rendering."""
     chromium = ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
                 f"--user-data-dir={tmp_path / 'profile'}"]
-    shot = ROOT / "artifacts" / "status-page.png"
+    shot = ROOT / "artifacts" / shot_name
     shot.parent.mkdir(exist_ok=True)
     subprocess.run([*chromium, f"--screenshot={shot}", "--window-size=1000,900", url],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
-    dom = subprocess.run([*chromium, "--dump-dom", url], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    return subprocess.run([*chromium, "--dump-dom", url], capture_output=True, text=True,
+                          timeout=120, check=True).stdout
+
+
+def test_status_page_renders_in_a_browser(lab, tmp_path):
+    dom = _render(f"http://{lab.host('web-02').address}/", tmp_path, "status-page.png")
     assert 'id="served-by">web-02</strong>' in dom
-    assert "Visit counter" in dom
+    assert "Visit number" in dom and "DOWN" not in dom
+
+
+def test_status_page_renders_with_the_database_down(lab, hosts, tmp_path):
+    for db in ("db-01", "db-02"):
+        hosts[db].run("systemctl stop mariadb")
+    try:
+        dom = _render(f"http://{lab.host('web-01').address}/", tmp_path,
+                      "status-page-database-down.png")
+    finally:
+        for db in ("db-01", "db-02"):
+            hosts[db].run("systemctl start mariadb")
+    assert 'id="served-by">web-01</strong>' in dom
+    assert "The database is down" in dom and dom.count(">DOWN<") == 2
+
+    def healthy():
+        status, _, body = http_get(f"http://{lab.host('web-01').address}/health/db")
+        servers = json.loads(body)["servers"]
+        return status == 200 and all(s["reachable"] for s in servers)
+    assert wait_until(healthy, timeout=30) is not None
 
 
 def test_changing_only_the_app_code_restarts_only_the_app(hosts, tmp_path):

@@ -82,28 +82,24 @@ def test_every_scrape_target_is_up(prometheus, lab):
     assert ("blackbox", "floating-ip") in instances
 
 
-def test_stopped_web_server_alerts_and_resolves(hosts):
+def _breaks_and_alerts(host, service: str, alert: str, label: str, value: str):
+    """Stop a service: the alert must reach the receiver within 90 s, then resolve."""
     mark = time.time()
-    hosts["web-02"].run("systemctl stop nginx")
+    host.run(f"systemctl stop {service}")
     try:
-        fired = wait_until(lambda: _has(_received_since(mark), "WebServerDownInHAProxy",
-                                        "server", "web-02", "firing"), timeout=90, interval=2)
+        fired = wait_until(lambda: _has(_received_since(mark), alert, label, value, "firing"),
+                           timeout=90, interval=2)
     finally:
-        hosts["web-02"].run("systemctl start nginx")
-    assert fired is not None, "WebServerDownInHAProxy did not reach the receiver within 90 s"
-    resolved = wait_until(lambda: _has(_received_since(mark), "WebServerDownInHAProxy",
-                                       "server", "web-02", "resolved"), timeout=90, interval=2)
-    assert resolved is not None, "the alert did not resolve after nginx came back"
+        host.run(f"systemctl start {service}")
+    assert fired is not None, f"{alert} did not reach the receiver within 90 s"
+    resolved = wait_until(lambda: _has(_received_since(mark), alert, label, value, "resolved"),
+                          timeout=90, interval=2)
+    assert resolved is not None, f"{alert} did not resolve after {service} came back"
+
+
+def test_stopped_web_server_alerts_and_resolves(hosts):
+    _breaks_and_alerts(hosts["web-02"], "nginx", "WebServerDownInHAProxy", "server", "web-02")
 
 
 def test_stopped_replica_fires_the_replication_alert(hosts):
-    mark = time.time()
-    hosts["db-02"].run("systemctl stop mariadb")
-    try:
-        fired = wait_until(lambda: _has(_received_since(mark), "ReplicationStopped",
-                                        "instance", "db-02", "firing"), timeout=90, interval=2)
-    finally:
-        hosts["db-02"].run("systemctl start mariadb")
-    assert fired is not None, "ReplicationStopped did not reach the receiver within 90 s"
-    assert wait_until(lambda: _has(_received_since(mark), "ReplicationStopped", "instance",
-                                   "db-02", "resolved"), timeout=90, interval=2) is not None
+    _breaks_and_alerts(hosts["db-02"], "mariadb", "ReplicationStopped", "instance", "db-02")

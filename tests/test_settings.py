@@ -168,3 +168,17 @@ def test_cli_refuses_a_floating_ip_outside_the_network(repo_copy, all_secrets):
           'keepalived_floating_ip="10.214.0.10"')
     result = run_deploy(cwd=repo_copy, inventory="inventories/prod.py")
     _assert_refused_before_connecting(result, "outside stack_network 10.213.0.0/24")
+
+
+@pytest.mark.parametrize("file, old, new, expected", [
+    ("group_data/loadbalancers.py", 'haproxy_balance = "roundrobin"',
+     'haproxy_balance = "random"', "setting 'haproxy_balance' = 'random'"),
+    ("group_data/databases.py", 'mysql_innodb_buffer_pool_size = "256M"',
+     'mysql_innodb_buffer_pool_size = "lots"', "setting 'mysql_innodb_buffer_pool_size'"),
+    ("group_data/webservers.py", "nginx_port = 80 ", "nginx_port = 80000 ",
+     "setting 'nginx_port' = 80000"),
+])
+def test_cli_refuses_an_invalid_tier_setting(repo_copy, all_secrets, file, old, new, expected):
+    _edit(repo_copy / file, old, new)
+    result = run_deploy(cwd=repo_copy, inventory="inventories/lab.py")
+    _assert_refused_before_connecting(result, expected, "Expected:")

@@ -227,10 +227,6 @@ class Host:
     groups: tuple[str, ...]
     settings: dict[type, _Settings] = field(repr=False)
 
-    def get(self, model: type[_Settings]) -> Any:
-        """This host's settings of one model (KeyError if the host is not in that group)."""
-        return self.settings[model]
-
     @property
     def mysql_server_id_effective(self) -> int:
         """The set mysql_server_id, else the host's IPv4 address as a number (unique per host)."""
