@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from tests.conftest import docker_exec, https_get, lab_hosts, run_deploy, systemd_pid, wait_until
+from tests.conftest import (
+    changed_operations,
+    docker_exec,
+    https_get,
+    lab_hosts,
+    run_deploy,
+    systemd_pid,
+    wait_until,
+)
 from webstack.secrets import load as load_secrets
 
 pytestmark = pytest.mark.lab
@@ -184,6 +192,18 @@ def test_stopped_replication_fails_the_deploy_with_the_reason():
     finally:
         sql("db-02", "START SLAVE SQL_THREAD")
     assert replica_status()["Slave_SQL_Running"] == "Yes"
+
+
+def test_broken_replica_is_reseeded_only_when_asked():
+    sql("db-02", "STOP SLAVE SQL_THREAD")
+    sql("db-01", "INSERT INTO webstack.notes (text, web_server) VALUES ('while-broken', 't')")
+    result = run_deploy("--limit", "databases", "--data", "mysql_reseed_replicas=True")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Re-seed this replica (mysql_reseed_replicas)" in result.stdout + result.stderr
+    status = replica_status()
+    assert status["Slave_IO_Running"] == status["Slave_SQL_Running"] == "Yes"
+    assert wait_until(tables_match, timeout=30) is not None
+    assert changed_operations(run_deploy("--json", "--limit", "databases")) == []  # healthy now
 
 
 def test_deploy_never_restarts_mariadb(hosts):
