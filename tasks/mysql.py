@@ -20,6 +20,7 @@ from pathlib import Path
 from pyinfra import host, inventory
 from pyinfra.facts.mysql import MysqlUsers
 from pyinfra.operations import apt, files, mysql, server, systemd
+from pyinfra.operations.util import any_changed
 
 from webstack.context import me, stack
 from webstack.facts import MariaDBState
@@ -71,8 +72,12 @@ dynamic_values = dynamic_settings()
 dynamic = validated_template(
     "templates/mysql/61-ha-webstack-dynamic.cnf.j2", f"{CONF_DIR}/61-ha-webstack-dynamic.cnf",
     validate=CHECK, dynamic=dynamic_values)
+# Debian enables mariadb.socket: after a reboot systemd itself listens on *:3306, ignoring
+# bind-address, and starts MariaDB on the first connection, even one meant to find it stopped.
+socket = systemd.service(name="No socket activation (mariadb.socket)",
+                         service="mariadb.socket", running=False, enabled=False)
 systemd.service(name="Restart MariaDB (a restart-only setting changed)", service="mariadb",
-                running=True, enabled=True, restarted=True, _if=static.did_change)
+                running=True, enabled=True, restarted=True, _if=any_changed(static, socket))
 server.shell(name="Apply dynamic settings with SET GLOBAL (no restart)",
              commands=[sql("; ".join(f"SET GLOBAL {k} = {v}" for k, v in dynamic_values.items()))],
              _if=dynamic.did_change)

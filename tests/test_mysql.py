@@ -72,6 +72,17 @@ def test_mariadb_config_and_listening_address(hosts, lab, name):
     assert values["read_only"] == ("1" if "db_replicas" in lab.host(name).groups else "0")
 
 
+def test_after_a_reboot_mariadb_listens_on_its_own_address_only(hosts, lab):
+    subprocess.run(["docker", "restart", "-t", "5", "db-02"], check=True, capture_output=True)
+    address = lab.host("db-02").address
+    listening = docker_exec("db-02", "ss", "-ltn")
+    assert wait_until(lambda: f"{address}:3306" in docker_exec("db-02", "ss", "-ltn").stdout,
+                      timeout=60) is not None, listening.stdout
+    assert "*:3306" not in docker_exec("db-02", "ss", "-ltn").stdout
+    assert wait_until(lambda: replica_status().get("Slave_SQL_Running") == "Yes",
+                      timeout=30) is not None
+
+
 def test_server_ids_are_unique():
     assert sql("db-01", "SELECT @@server_id") != sql("db-02", "SELECT @@server_id")
 
