@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lab import topology as topo  # noqa: E402
-from webstack.secrets import SECRETS  # noqa: E402  (standard library only)
+from webstack.secret_loader import SECRETS  # noqa: E402  (standard library only)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_DIR = ROOT / "lab" / "image"

@@ -15,7 +15,7 @@ from tests.conftest import (
     run_deploy,
     wait_until,
 )
-from webstack.secrets import load as load_secrets
+from webstack.secret_loader import load as load_secrets
 
 pytestmark = pytest.mark.lab
 LB = lab_hosts("loadbalancers")

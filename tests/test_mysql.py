@@ -16,7 +16,7 @@ from tests.conftest import (
     systemd_pid,
     wait_until,
 )
-from webstack.secrets import load as load_secrets
+from webstack.secret_loader import load as load_secrets
 
 pytestmark = pytest.mark.lab
 DB = lab_hosts("databases")

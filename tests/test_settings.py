@@ -42,7 +42,7 @@ def _namespace(**overrides):
 
 @pytest.fixture
 def all_secrets(monkeypatch):
-    from webstack.secrets import SECRETS
+    from webstack.secret_loader import SECRETS
     for name in SECRETS:
         monkeypatch.setenv(name.upper(), "s3cret-for-tests")
 
@@ -104,7 +104,7 @@ def test_two_primaries_are_refused(all_secrets):
 
 
 def test_missing_secret_names_the_variable_and_the_file(monkeypatch):
-    from webstack.secrets import SECRETS
+    from webstack.secret_loader import SECRETS
     for name in SECRETS:
         monkeypatch.delenv(name.upper(), raising=False)
     msg = _problems(_namespace())
@@ -148,7 +148,7 @@ def _assert_refused_before_connecting(result, *expected):
 
 
 def test_cli_refuses_prod_without_secrets(repo_copy, monkeypatch):
-    from webstack.secrets import SECRETS
+    from webstack.secret_loader import SECRETS
     for name in SECRETS:
         monkeypatch.delenv(name.upper(), raising=False)
     result = run_deploy(cwd=repo_copy, inventory="inventories/prod.py")

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from webstack import secrets
+from webstack import secret_loader as secrets
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP_DATA_DIR = ROOT / "group_data"
