@@ -125,3 +125,16 @@ def test_invalid_haproxy_setting_fails_the_deploy_and_haproxy_keeps_serving(host
     assert https_get(f"{vip}/healthz")[0] == 200
     assert "no-such-keyword" not in hosts["lb-01"].file("/etc/haproxy/haproxy.cfg").content_string
     assert run_deploy("--limit", "lb-01").returncode == 0
+
+
+def test_config_haproxy_cannot_load_is_rolled_back(hosts, vip):
+    """`haproxy -c` accepts 2,000,000 connections; starting workers for them fails (file
+    descriptors). The deploy notices, puts the old file back, and the old workers serve on."""
+    bad = run_deploy("--limit", "lb-01", "--data", "haproxy_maxconn=2000000")
+    output = bad.stdout + bad.stderr
+    assert bad.returncode != 0
+    assert "the service did not take the new /etc/haproxy/haproxy.cfg" in output
+    assert https_get(f"{vip}/healthz")[0] == 200
+    assert "maxconn 2000000" not in hosts["lb-01"].file("/etc/haproxy/haproxy.cfg").content_string
+    assert run_deploy("--limit", "lb-01").returncode == 0
+    assert https_get(f"{vip}/healthz")[0] == 200

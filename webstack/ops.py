@@ -12,26 +12,47 @@ from pyinfra.operations import files, server
 STAGING_DIR = "/var/lib/ha-webstack/staged"
 
 
-def validated_template(src: str, dest: str, validate: str, mode: str = "644", **context):
+def _activation(activate: str, dest: str) -> str:
+    """The script's step that puts the new file in service, restoring the old one on failure."""
+    if not activate:
+        return ""
+    return f"""if ! out=$({activate} 2>&1); then
+  restore
+  echo "ha-webstack: the service did not take the new {dest}; the previous file is back in" \
+       "place and the running service keeps its old configuration. Output:" >&2
+  echo "$out" >&2
+  exit 1
+fi
+"""
+
+
+def validated_template(src: str, dest: str, validate: str, mode: str = "644",
+                       activate: str = "", **context):
     """Render src to dest, keeping dest unchanged unless `validate` accepts the new file.
 
-    Returns the install operation: pass `_if=result.did_change` to the reload that follows.
+    `activate`, when given, puts the new file in service (a reload that checks its own
+    outcome); if it fails, the previous file is put back too, so a later restart cannot pick up
+    a file the service refused. Returns the install operation: pass `_if=result.did_change`
+    to a reload that follows (not needed with `activate`).
     """
     staged = f"{STAGING_DIR}/{dest.strip('/').replace('/', '__')}"
     files.directory(name=f"Staging directory for {dest}", path=STAGING_DIR, mode="700")
     render = files.template(name=f"Render {dest} (staged)", src=src, dest=staged, mode="600",
                             **context)
     script = f"""set -e
+restore() {{
+  if [ -e '{staged}.prev' ]; then mv '{staged}.prev' '{dest}'; else rm -f '{dest}'; fi
+  rm -f '{staged}'
+}}
 if [ -e '{dest}' ]; then cp -p '{dest}' '{staged}.prev'; else rm -f '{staged}.prev'; fi
 install -m {mode} '{staged}' '{dest}'
 if ! out=$({validate} 2>&1); then
-  if [ -e '{staged}.prev' ]; then mv '{staged}.prev' '{dest}'; else rm -f '{dest}'; fi
-  rm -f '{staged}'
+  restore
   echo "ha-webstack: '{validate}' rejected the new {dest}; the previous file is back in place" \
        "and the service was not reloaded. Checker output:" >&2
   echo "$out" >&2
   exit 1
 fi
-rm -f '{staged}.prev'"""
-    return server.shell(name=f"Install {dest} after: {validate}", commands=[script],
-                        _if=render.did_change)
+{_activation(activate, dest)}rm -f '{staged}.prev'"""
+    label = f"Install {dest} after: {validate}" + (" then reload" if activate else "")
+    return server.shell(name=label, commands=[script], _if=render.did_change)
