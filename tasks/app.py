@@ -6,17 +6,16 @@ Served by gunicorn from Debian's packages: security updates arrive with unattend
 the servers need no PyPI access. Reads AppSettings; proven by tests/test_app.py.
 """
 
-from pathlib import Path
 
 from pyinfra.operations import apt, files, git, server, systemd
 from pyinfra.operations.util import any_changed
 
+from webstack import ROOT
 from webstack.context import me, stack
 
 APP_DIR = "/opt/ha-webstack-app"
 ENV_FILE = "/etc/ha-webstack-app.env"
 UNIT = "ha-webstack-app"
-ROOT = Path(__file__).resolve().parent.parent
 
 s = me()
 is_git = "://" in s.app_source or s.app_source.startswith("git@")

@@ -15,18 +15,17 @@ import hashlib
 import io
 import re
 import shlex
-from pathlib import Path
 
 from pyinfra import host, inventory
 from pyinfra.facts.mysql import MysqlUsers
 from pyinfra.operations import apt, files, mysql, server, systemd
 from pyinfra.operations.util import any_changed
 
+from webstack import ROOT
 from webstack.context import me, stack
 from webstack.facts import MariaDBState
 from webstack.ops import validated_template
 
-ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = "/etc/mysql/mariadb.conf.d"
 CHECK = "mariadbd --help --verbose"
 REPL_USER, SEED_USER, MONITOR_USER = "replicator", "seeder", "exporter"

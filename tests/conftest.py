@@ -4,8 +4,13 @@
 """
 
 import json
+import ssl
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -75,22 +80,24 @@ def changed_operations(result: subprocess.CompletedProcess) -> list[str]:
             if op["success"] or op["error"]]
 
 
-class _NoRedirect(__import__("urllib.request").request.HTTPRedirectHandler):
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
 
 
-def http_get(url: str, timeout: float = 10, redirects: bool = True, **kw):
-    """GET from the control machine; returns (status, headers, body) and never raises on 4xx/5xx."""
-    import urllib.error
-    import urllib.request
-    req = urllib.request.Request(url, **kw)
-    opener = urllib.request.build_opener(*([] if redirects else [_NoRedirect]))
+def _fetch(opener, url: str, timeout: float, **kw):
+    """(status, headers, body) of one request; 4xx/5xx are answers, not exceptions."""
     try:
-        with opener.open(req, timeout=timeout) as resp:
+        with opener.open(urllib.request.Request(url, **kw), timeout=timeout) as resp:
             return resp.status, resp.headers, resp.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read().decode()
+
+
+def http_get(url: str, timeout: float = 10, redirects: bool = True, **kw):
+    """A request from the control machine (GET unless method= says otherwise)."""
+    return _fetch(urllib.request.build_opener(*([] if redirects else [_NoRedirect])), url,
+                  timeout, **kw)
 
 
 def systemd_pid(testinfra_host, unit: str) -> int:
@@ -102,17 +109,10 @@ def lab_ca() -> Path:
 
 
 def https_get(url: str, timeout: float = 5, **kw):
-    """GET over HTTPS, verified against the lab CA (never -k)."""
-    import ssl
-    import urllib.request
+    """A request over HTTPS, verified against the lab CA (never -k)."""
     context = ssl.create_default_context(cafile=str(lab_ca()))
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
-    import urllib.error
-    try:
-        with opener.open(urllib.request.Request(url, **kw), timeout=timeout) as resp:
-            return resp.status, resp.headers, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read().decode()
+    return _fetch(urllib.request.build_opener(urllib.request.HTTPSHandler(context=context)), url,
+                  timeout, **kw)
 
 
 def vip_holder(lab) -> list[str]:
@@ -128,7 +128,6 @@ def vip_holder(lab) -> list[str]:
 
 def wait_until(predicate, timeout: float, interval: float = 0.2):
     """Poll until predicate() is truthy; return the seconds it took, or None on timeout."""
-    import time
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if predicate():
@@ -141,14 +140,12 @@ class RequestStream:
     """A bounded stream of GETs in a background thread: counts answers and failures."""
 
     def __init__(self, url: str, max_seconds: float = 60, max_requests: int = 20000):
-        import threading
         self.url, self.max_seconds, self.max_requests = url, max_seconds, max_requests
         self.results: list[tuple[float, int | str, str]] = []  # (time, status|error, served-by)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        import time
         start = time.monotonic()
         while (not self._stop.is_set() and time.monotonic() - start < self.max_seconds
                and len(self.results) < self.max_requests):

@@ -3,8 +3,6 @@
 import json
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -16,13 +14,8 @@ UNIT = "ha-webstack-app"
 
 
 def _post(url, body: bytes, content_type="application/json"):
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            status, text = resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        status, text = e.code, e.read().decode()
+    status, _, text = http_get(url, method="POST", data=body,
+                               headers={"Content-Type": content_type})
     return status, json.loads(text)
 
 

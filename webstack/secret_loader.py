@@ -8,7 +8,7 @@ secrets/prod.env or exports the variables (e.g. from their vault) before running
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from webstack import ROOT
 
 # secret name -> the inventory group whose hosts need it
 SECRETS = {

@@ -22,9 +22,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from webstack import ROOT
 from webstack import secret_loader as secrets
 
-ROOT = Path(__file__).resolve().parent.parent
 GROUP_DATA_DIR = ROOT / "group_data"
 # Groups every inventory must have, in the order their data is merged.
 ROLE_GROUPS = ("loadbalancers", "webservers", "databases", "db_primary", "db_replicas",
@@ -357,8 +357,8 @@ def _group_shape_problems(stack: Stack) -> list[str]:
         if "databases" not in h.groups:
             problems.append(f"host {h.name} is in db_primary/db_replicas but not in databases: "
                             "add it to the databases group")
-    for h in set(h.name for h in primaries) & set(h.name for h in replicas):
-        problems.append(f"host {h} is both db_primary and db_replicas: choose one")
+    for name in {h.name for h in primaries} & {h.name for h in replicas}:
+        problems.append(f"host {name} is both db_primary and db_replicas: choose one")
     return problems
 
 

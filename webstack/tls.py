@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from webstack.secret_loader import ROOT
+from webstack import ROOT
 
 RENEW_BEFORE = dt.timedelta(days=30)
 
