@@ -118,6 +118,10 @@ def limit_body():
     # Checked up front so an oversize body is a 413 even where a handler would read it silently.
     limit = app.config["MAX_CONTENT_LENGTH"]
     if request.content_length and request.content_length > limit:
+        # Drain the body (nginx caps it at nginx_client_max_body_size) before answering:
+        # closing with unread data makes the kernel reset the connection, and nginx would
+        # then answer 502 instead of this 413.
+        request.environ["wsgi.input"].read(request.content_length)
         return _error(413, f"request body too large (limit {limit} bytes)")
 
 
