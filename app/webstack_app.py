@@ -2,8 +2,11 @@
 
 Runs under gunicorn (Debian's package) behind nginx on each web server. Configuration comes from
 the environment (a root-only file written by the deploy, read by systemd):
-  DB_PRIMARY, DB_REPLICAS (comma-separated), DB_NAME, DB_USER, DB_PASSWORD, DB_PORT,
-  APP_REPLICA_MAX_LAG (seconds), APP_MAX_NOTE_LENGTH, APP_DB_CONNECT_TIMEOUT (seconds).
+  DB_NAME, DB_USER, DB_PASSWORD, DB_PORT, APP_REPLICA_MAX_LAG (seconds), APP_MAX_NOTE_LENGTH,
+  APP_DB_CONNECT_TIMEOUT (seconds), DB_TOPOLOGY_FILE;
+and which database is the primary from DB_TOPOLOGY_FILE (DB_PRIMARY=, DB_REPLICAS= lines), re-read
+whenever it changes: a database failover repoints the app without a restart or a dropped request
+(ops/promote_replica.py). DB_PRIMARY/DB_REPLICAS in the environment are the fallback.
 /healthz never touches the database: a database outage must not empty the load balancer's pool.
 """
 
@@ -32,6 +35,26 @@ MAX_LAG = float(os.environ.get("APP_REPLICA_MAX_LAG", "5"))
 MAX_NOTE = int(os.environ.get("APP_MAX_NOTE_LENGTH", "1000"))
 CONNECT_TIMEOUT = float(os.environ.get("APP_DB_CONNECT_TIMEOUT", "1"))
 HOSTNAME = socket.gethostname()
+TOPOLOGY_FILE = os.environ.get("DB_TOPOLOGY_FILE", "")
+VERSION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "VERSION")
+VERSION = open(VERSION_FILE).read().strip() if os.path.exists(VERSION_FILE) else "unknown"
+_topology_seen = {"mtime": None}
+
+
+def refresh_topology() -> None:
+    """Re-read DB_TOPOLOGY_FILE when it changed (one stat per request)."""
+    try:
+        mtime = os.stat(TOPOLOGY_FILE).st_mtime_ns if TOPOLOGY_FILE else None
+    except OSError:
+        return  # keep the last known topology
+    if mtime is None or mtime == _topology_seen["mtime"]:
+        return
+    with open(TOPOLOGY_FILE) as f:
+        values = dict(line.strip().split("=", 1) for line in f
+                      if "=" in line and not line.startswith("#"))
+    DB["primary"] = values.get("DB_PRIMARY", DB["primary"])
+    DB["replicas"] = [r for r in values.get("DB_REPLICAS", "").split(",") if r]
+    _topology_seen["mtime"] = mtime
 
 
 class DatabaseDown(Exception):
@@ -114,6 +137,11 @@ def count_visit(states: list[dict]) -> dict:
 
 
 @app.before_request
+def current_topology():
+    refresh_topology()
+
+
+@app.before_request
 def limit_body():
     # Checked up front so an oversize body is a 413 even where a handler would read it silently.
     limit = app.config["MAX_CONTENT_LENGTH"]
@@ -127,7 +155,7 @@ def limit_body():
 
 @app.get("/healthz")
 def healthz():
-    return jsonify(status="ok", server=HOSTNAME)
+    return jsonify(status="ok", server=HOSTNAME, version=VERSION)
 
 
 @app.get("/health/db")

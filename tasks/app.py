@@ -11,6 +11,7 @@ from pyinfra.operations import apt, files, git, server, systemd
 from pyinfra.operations.util import any_changed
 
 from webstack import ROOT
+from webstack.app_databases import APP_DATABASES_FILE, write_app_databases
 from webstack.context import me, stack
 
 APP_DIR = "/opt/ha-webstack-app"
@@ -33,10 +34,10 @@ else:
                       exclude=["*.pyc"], exclude_dir=["__pycache__"])
 
 primary = stack().addresses("db_primary")
+write_app_databases(primary[0] if primary else "", stack().addresses("db_replicas"))
 env = files.template(name="App environment (root-only)", src="templates/app/app.env.j2",
                      dest=ENV_FILE, mode="600", user="root", group="root", s=s,
-                     db_primary=primary[0] if primary else "",
-                     db_replicas=stack().addresses("db_replicas"),
+                     topology_file=APP_DATABASES_FILE,
                      db_password=stack().secrets.get("mysql_app_password", ""))
 unit = files.template(name="App systemd unit", src="templates/app/ha-webstack-app.service.j2",
                       dest=f"/etc/systemd/system/{UNIT}.service", s=s, app_dir=APP_DIR,
