@@ -8,8 +8,14 @@ pyinfra merged, so a --data override cannot slip past.
 from pyinfra import host, local
 
 from webstack.context import stack
+from webstack.mariadb import inventory_role_problem
 
 stack()  # validate every host's settings before any operation is planned
+if problem := inventory_role_problem(stack()):
+    raise SystemExit(f"ha-webstack: {problem}. After a failover (ops/promote_replica.py) put the "
+                     "new primary in the group db_primary and the old one in db_replicas "
+                     "(lab: LAB_DB_PRIMARY), then deploy. See docs/runbooks.md. No host was "
+                     "touched.")
 
 local.include("tasks/common.py")
 local.include("tasks/firewall.py")

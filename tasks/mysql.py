@@ -8,28 +8,41 @@
 - A replica is configured once: straight away when the primary has no data yet, else seeded
   from a consistent, streamed dump of the primary. A healthy replica is left alone; a broken one
   fails the deploy with its error, and is re-seeded only when asked (mysql_reseed_replicas).
+- A former primary joining as a replica (after ops/promote_replica.py) replicates from the new
+  primary as it is when it has nothing the new primary lacks (GTIDs). Otherwise it is re-seeded,
+  a dump of its data kept, only when asked or when an unplanned failover fenced it.
+- That the inventory's primary really is the primary is checked before anything runs
+  (webstack/mariadb.py: inventory_role_problem, called by deploy.py).
 Reads MySQLSettings (group_data/databases.py); proven by tests/test_mysql.py.
 """
 
 import hashlib
-import io
 import re
 import shlex
 
 from pyinfra import host, inventory
 from pyinfra.facts.mysql import MysqlUsers
-from pyinfra.operations import apt, files, mysql, server, systemd
+from pyinfra.operations import apt, mysql, server, systemd
 from pyinfra.operations.util import any_changed
 
 from webstack import ROOT
 from webstack.context import me, stack
 from webstack.facts import MariaDBState
+from webstack.mariadb import (
+    BACKUP_DIR,
+    CHECK,
+    CONF_DIR,
+    MONITOR_USER,
+    REPL_USER,
+    SEED_USER,
+    change_master,
+    dynamic_config,
+    replication_secret_marker,
+    set_global,
+    sql,
+    transactions_missing_on,
+)
 from webstack.ops import validated_template
-
-CONF_DIR = "/etc/mysql/mariadb.conf.d"
-CHECK = "mariadbd --help --verbose"
-REPL_USER, SEED_USER, MONITOR_USER = "replicator", "seeder", "exporter"
-SECRET_MARKER = "/var/lib/ha-webstack/replication-secret.sha256"
 
 s = me()
 st = stack()
@@ -38,26 +51,13 @@ is_primary = host.name == primary.name
 secrets = st.secrets
 
 
-def dynamic_settings() -> dict:
-    semi = s.mysql_semi_sync
-    return {
-        "read_only": "OFF" if is_primary else "ON",
-        "event_scheduler": "ON" if is_primary else "OFF",  # only the primary beats the heartbeat
-        "gtid_strict_mode": "ON",
-        "sync_binlog": 1,
-        "innodb_flush_log_at_trx_commit": 1,
-        "binlog_expire_logs_seconds": s.mysql_binlog_retention_days * 86400,
-        "local_infile": "OFF",
-        "max_connections": s.mysql_max_connections,
-        "rpl_semi_sync_master_enabled": "ON" if semi and is_primary else "OFF",
-        "rpl_semi_sync_slave_enabled": "ON" if semi and not is_primary else "OFF",
-        "rpl_semi_sync_master_wait_point": "AFTER_SYNC",
-        "rpl_semi_sync_master_timeout": s.mysql_semi_sync_timeout_ms,
-    }
+def fail(name: str, message: str) -> None:
+    """An operation that stops this host's deploy with `message` (nothing after it runs)."""
+    server.shell(name=name, commands=[f"echo {shlex.quote('ha-webstack: ' + message)} >&2; exit 1"])
 
 
-def sql(statement: str) -> str:
-    return f"mariadb -e {shlex.quote(statement)}"
+def state_of(name: str) -> dict:
+    return inventory.get_host(name).get_fact(MariaDBState)
 
 
 # --- server and config ----------------------------------------------------------------------
@@ -67,10 +67,8 @@ apt.packages(name="MariaDB (Debian's default-mysql-server)",
 static = validated_template(
     "templates/mysql/60-ha-webstack.cnf.j2", f"{CONF_DIR}/60-ha-webstack.cnf", validate=CHECK,
     s=s, address=me().address, hostname=host.name, server_id=me().mysql_server_id_effective)
-dynamic_values = dynamic_settings()
-dynamic = validated_template(
-    "templates/mysql/61-ha-webstack-dynamic.cnf.j2", f"{CONF_DIR}/61-ha-webstack-dynamic.cnf",
-    validate=CHECK, dynamic=dynamic_values)
+
+dynamic_values, dynamic = dynamic_config(s, is_primary)
 # Debian enables mariadb.socket: after a reboot systemd itself listens on *:3306, ignoring
 # bind-address, and starts MariaDB on the first connection, even one meant to find it stopped.
 socket = systemd.service(name="No socket activation (mariadb.socket)",
@@ -78,7 +76,7 @@ socket = systemd.service(name="No socket activation (mariadb.socket)",
 systemd.service(name="Restart MariaDB (a restart-only setting changed)", service="mariadb",
                 running=True, enabled=True, restarted=True, _if=any_changed(static, socket))
 server.shell(name="Apply dynamic settings with SET GLOBAL (no restart)",
-             commands=[sql("; ".join(f"SET GLOBAL {k} = {v}" for k, v in dynamic_values.items()))],
+             commands=[sql(set_global(dynamic_values))],
              _if=dynamic.did_change)
 systemd.service(name="MariaDB running and enabled", service="mariadb", running=True, enabled=True)
 
@@ -99,7 +97,9 @@ def desired_users() -> dict[tuple[str, str], tuple[str, list[tuple[list[str], st
             users[(app.app_db_user, web.address)] = (secrets["mysql_app_password"], [
                 (["SELECT", "INSERT", "UPDATE", "DELETE"], app.app_db_name),
                 (["SELECT"], "ha_heartbeat")])
-    for replica in st.group("db_replicas"):
+    # Every database host, not just today's replicas: after a failover any of them replicates
+    # from any other (ops/promote_replica.py), and the users must already be there.
+    for replica in st.group("databases"):
         users[(REPL_USER, replica.address)] = (secrets["mysql_replication_password"],
                                                [(["REPLICATION SLAVE"], "*")])
         # Seeding a new replica reads a consistent dump of the primary (mariadb-dump --gtid).
@@ -128,6 +128,10 @@ def primary_tasks() -> None:
     if "ha_heartbeat.beat" not in state.get("events", []):
         mysql.sql(name="Replication heartbeat (event writing the time every second)",
                   sql=(ROOT / "templates/mysql/heartbeat.sql").read_text())
+    elif "ha_heartbeat.beat" in state.get("disabled_events", []):
+        # Events arrive disabled through replication: a promoted replica turns its beat on.
+        mysql.sql(name="Replication heartbeat enabled (this host was promoted)",
+                  sql="ALTER EVENT ha_heartbeat.beat ENABLE")
     for web in st.group("webservers")[:1]:
         mysql.database(name=f"App database {web.app_db_name}", database=web.app_db_name,
                        charset="utf8mb4")
@@ -154,11 +158,8 @@ def primary_tasks() -> None:
 
 # --- replicas -----------------------------------------------------------------------------
 
-def change_master() -> str:
-    password = secrets["mysql_replication_password"]
-    return (f"CHANGE MASTER TO MASTER_HOST='{primary.address}', MASTER_PORT={s.mysql_port}, "
-            f"MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{password}', "
-            "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=5")
+def replicate_from_primary() -> str:
+    return change_master(primary.address, s.mysql_port, secrets["mysql_replication_password"])
 
 
 def seed_commands() -> list[str]:
@@ -171,7 +172,7 @@ def seed_commands() -> list[str]:
             "--gtid --master-data=1 --events --routines --triggers --system=users --insert-ignore "
             f"--databases {' '.join(s.mysql_app_databases)}")
     return [f"set -o pipefail; {{ echo 'SET SESSION sql_log_bin=0;'; {dump}; }} | mariadb",
-            sql(f"{change_master()}; START SLAVE")]
+            sql(f"{replicate_from_primary()}; START SLAVE")]
 
 
 def replica_problem(status: dict) -> str:
@@ -189,17 +190,52 @@ def replica_problem(status: dict) -> str:
 
 
 def replication_secret_fingerprint():
-    """A hash of the replication secret on the replica, to see when the secret rotates."""
-    digest = hashlib.sha256(secrets["mysql_replication_password"].encode()).hexdigest()
-    return files.put(name="Replication secret fingerprint", src=io.StringIO(digest + "\n"),
-                     dest=SECRET_MARKER, mode="600")
+    return replication_secret_marker(secrets["mysql_replication_password"])
+
+
+def reseed_commands() -> list[str]:
+    """Replace this host's copy with the primary's: a dump of it is kept first."""
+    drop = "; ".join(f"DROP DATABASE IF EXISTS {db}" for db in s.mysql_app_databases)
+    backup = (f"mkdir -p -m 700 {BACKUP_DIR} && mariadb-dump --all-databases --single-transaction "
+              f"--events --routines | gzip > {BACKUP_DIR}/{host.name}-$(date -u +%Y%m%dT%H%M%SZ)"
+              ".sql.gz")
+    return [f"set -o pipefail; umask 077; {backup}",
+            sql(f"STOP SLAVE; RESET SLAVE ALL; SET SESSION sql_log_bin=0; {drop}; RESET MASTER"),
+            *seed_commands()]
+
+
+def rejoin_tasks(mine: dict) -> None:
+    """This host holds data but replicates from nobody: a former primary, most likely."""
+    primary_state = state_of(primary.name)
+    missing = transactions_missing_on(primary_state, mine)
+    if not missing:
+        replication_secret_fingerprint()
+        server.shell(name=f"Rejoin as a replica of {primary.name} (nothing to catch up on here)",
+                     commands=[sql(f"SET GLOBAL gtid_slave_pos = '{mine['gtid_binlog_pos']}'; "
+                                   f"{set_global({'read_only': 'ON'})}; "
+                                   f"{replicate_from_primary()}; START SLAVE")])
+    elif host.name in primary_state.get("fenced", []) or s.mysql_reseed_replicas:
+        why = ("an unplanned failover fenced it" if not s.mysql_reseed_replicas
+               else "mysql_reseed_replicas")
+        replication_secret_fingerprint()
+        server.shell(name=f"Re-seed from {primary.name} ({why}); a dump of the old copy is kept "
+                          f"in {BACKUP_DIR}", commands=reseed_commands(), _shell_executable="bash")
+    else:
+        fail("Holds writes the primary lacks: stop here",
+             f"{host.name} holds data and transactions {primary.name} never received "
+             f"({', '.join(missing)}). Joining as a replica would discard them. Recover what you "
+             f"need, then re-seed it from {primary.name} (a dump of it is kept in {BACKUP_DIR}): "
+             f"deploy with --limit {host.name} --data mysql_reseed_replicas=True")
 
 
 def replica_tasks() -> None:
     mine = host.get_fact(MariaDBState)
     status = mine.get("replica", {})
-    primary_has_data = bool(inventory.get_host(primary.name).get_fact(MariaDBState)
-                            .get("gtid_binlog_pos"))
+    primary_state = state_of(primary.name)
+    primary_has_data = bool(primary_state.get("gtid_binlog_pos"))
+    if not status and mine.get("gtid_binlog_pos"):
+        rejoin_tasks(mine)
+        return
     if not status:
         replication_secret_fingerprint()
         if primary_has_data:
@@ -207,7 +243,7 @@ def replica_tasks() -> None:
                          commands=seed_commands(), _shell_executable="bash")
         else:
             server.shell(name="Replicate from the (empty) primary",
-                         commands=[sql(f"{change_master()}; START SLAVE")])
+                         commands=[sql(f"{replicate_from_primary()}; START SLAVE")])
         return
     # The replication password lives in the replica's master.info: apply a rotated secret.
     marker = replication_secret_fingerprint()
@@ -217,18 +253,15 @@ def replica_tasks() -> None:
                                "START SLAVE")], _if=marker.did_change)
     problem = replica_problem(status)
     if problem and s.mysql_reseed_replicas:
-        drop = "; ".join(f"DROP DATABASE IF EXISTS {db}" for db in s.mysql_app_databases)
-        server.shell(name="Re-seed this replica (mysql_reseed_replicas): its copy is replaced",
-                     commands=[sql(f"STOP SLAVE; RESET SLAVE ALL; SET SESSION sql_log_bin=0; "
-                                   f"{drop}; RESET MASTER"), *seed_commands()],
-                     _shell_executable="bash")
+        server.shell(name="Re-seed this replica (mysql_reseed_replicas): its copy is replaced, "
+                          f"a dump of it kept in {BACKUP_DIR}",
+                     commands=reseed_commands(), _shell_executable="bash")
     elif problem:
-        message = (f"ha-webstack: replication on {host.name} is broken: {problem}. The deploy "
-                   "does not repair it on its own. Fix the cause, or re-seed this replica "
-                   "from the primary (destroys its copy): see README.md, 'The database': "
-                   "deploy with --limit " + host.name + " --data mysql_reseed_replicas=True")
-        server.shell(name="Replication is broken: stop here",
-                     commands=[f"echo {shlex.quote(message)} >&2; exit 1"])
+        fail("Replication is broken: stop here",
+             f"replication on {host.name} is broken: {problem}. The deploy does not repair it "
+             "on its own. Fix the cause, or re-seed this replica from the primary (replaces "
+             "its copy, keeping a dump): see docs/runbooks.md: deploy with --limit "
+             f"{host.name} --data mysql_reseed_replicas=True")
 
 
 if is_primary:

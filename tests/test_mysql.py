@@ -103,8 +103,10 @@ def test_users_come_only_from_the_hosts_that_need_them(lab, name):
                    ).splitlines())
     addr = {h.name: h.address for h in lab.hosts}
     webs = [h.name for h in lab.hosts if "webservers" in h.groups]
-    assert rows == ({f"webstack@{addr[w]}" for w in webs} | {
-        f"replicator@{addr['db-02']}", f"seeder@{addr['db-02']}", f"exporter@{addr['monitor-01']}"})
+    # Replication users for every database host: after a failover any of them is a replica.
+    assert rows == ({f"webstack@{addr[w]}" for w in webs}
+                    | {f"{user}@{addr[db]}" for user in ("replicator", "seeder") for db in DB}
+                    | {f"exporter@{addr['monitor-01']}"})
     grants = sql(name, f"SHOW GRANTS FOR 'replicator'@'{addr['db-02']}'")
     assert "GRANT REPLICATION SLAVE ON *.*" in grants and "webstack" not in grants
     app = sql(name, f"SHOW GRANTS FOR 'webstack'@'{addr['web-01']}'")

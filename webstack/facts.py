@@ -56,26 +56,33 @@ _STATE_SQL = " UNION ALL ".join([
     "SELECT 'table', CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES "
     "WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')",
     "SELECT 'event', CONCAT(EVENT_SCHEMA, '.', EVENT_NAME) FROM information_schema.EVENTS",
+    "SELECT 'disabled_event', CONCAT(EVENT_SCHEMA, '.', EVENT_NAME) FROM information_schema.EVENTS "
+    "WHERE STATUS <> 'ENABLED'",
+    "SELECT 'read_only', @@global.read_only",
 ])
+# Hosts an unplanned failover fenced (webstack/mariadb.py FENCED_TABLE); the table may not exist.
+_FENCED_SQL = "SELECT 'fenced', host FROM ha_heartbeat.fenced"
 
 
 class MariaDBState(FactBase):
     """What the deploy needs to know of a MariaDB server in one round trip.
 
-    {'running': bool, 'gtid_binlog_pos': str, 'gtid_slave_pos': str, 'tables': [db.table],
-     'events': [db.event], 'replica': {SHOW SLAVE STATUS field: value} or {}}
+    {'running': bool, 'gtid_binlog_pos': str, 'gtid_slave_pos': str, 'read_only': '0'|'1',
+     'tables': [db.table], 'events': [db.event], 'disabled_events': [db.event],
+     'fenced': [host name], 'replica': {SHOW SLAVE STATUS field: value} or {}}
     pyinfra's mysql facts cover users, grants and databases; replication state and GTID
     positions they do not, hence this one.
     """
 
     def command(self):
         return ("command -v mariadb >/dev/null && mariadb -N -B -e \"" + _STATE_SQL + "\" "
+                "&& { mariadb -N -B -e \"" + _FENCED_SQL + "\" 2>/dev/null || true; } "
                 "&& echo '--replica--' && mariadb -e 'SHOW SLAVE STATUS\\G' "
                 "|| echo '--not running--'")
 
     def process(self, output):
-        state = {"running": True, "gtid_binlog_pos": "", "gtid_slave_pos": "", "tables": [],
-                 "events": [], "replica": {}}
+        state = {"running": True, "gtid_binlog_pos": "", "gtid_slave_pos": "", "read_only": "",
+                 "tables": [], "events": [], "disabled_events": [], "fenced": [], "replica": {}}
         in_replica = False
         for line in output:
             if line == "--not running--":
@@ -87,8 +94,10 @@ class MariaDBState(FactBase):
                 state["replica"][key.strip()] = value.strip()
             elif not in_replica and "\t" in line:
                 key, _, value = line.partition("\t")
-                if key in ("table", "event"):
+                if key in ("table", "event", "disabled_event"):
                     state[key + "s"].append(value)
+                elif key == "fenced":
+                    state[key].append(value)
                 else:
                     state[key] = value
         return state
