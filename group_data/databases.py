@@ -12,3 +12,7 @@ mysql_semi_sync = False             # True: a commit waits (AFTER_SYNC) until a 
 mysql_semi_sync_timeout_ms = 1000   # then falls back to asynchronous replication
 mysql_reseed_replicas = False       # never on by default: re-seeding destroys the replica's copy
 mysql_app_databases = ["webstack", "ha_heartbeat"]  # what a new replica is seeded with
+# Used only by ops/promote_replica.py, given on its command line (docs/runbooks.md):
+mysql_promote_target = ""           # the replica to promote, e.g. --data mysql_promote_target=db-02
+mysql_failover_mode = "planned"     # "planned" switchover, or "unplanned" (the primary is dead)
+mysql_failover_wait_s = 30          # seconds a switchover waits for the replica to catch up

@@ -4,6 +4,7 @@
 """
 
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -68,9 +69,13 @@ def docker_exec(container: str, *cmd: str, timeout: int = 60) -> subprocess.Comp
 
 
 def run_deploy(*extra: str, cwd: Path = ROOT, inventory: str = LAB_INVENTORY,
-               timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", *extra, inventory, "deploy.py"],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+               timeout: int = 900, deploy: str = "deploy.py",
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """pyinfra with a deploy file (deploy.py or an ops/ file); env adds variables, e.g.
+    LAB_DB_PRIMARY for the lab inventory."""
+    return subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", *extra, inventory, deploy],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
 
 
 def changed_operations(result: subprocess.CompletedProcess) -> list[str]:
@@ -168,3 +173,55 @@ class RequestStream:
     @property
     def failures(self):
         return [r for r in self.results if r[1] != 200]
+
+
+class WriteStream:
+    """A bounded stream of note writes through the floating IP, in a background thread.
+
+    `acked` maps each note id the app acknowledged (201) to the database it was written to;
+    `failed` holds (time, status or error) of the writes that were not acknowledged.
+    """
+
+    def __init__(self, vip: str, tag: str, max_seconds: float = 180, max_writes: int = 5000):
+        self.url, self.tag = f"https://{vip}/api/notes", tag
+        self.max_seconds, self.max_writes = max_seconds, max_writes
+        self.acked: dict[int, str] = {}
+        self.failed: list[tuple[float, int | str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        start = time.monotonic()
+        for i in range(self.max_writes):
+            if self._stop.is_set() or time.monotonic() - start > self.max_seconds:
+                break
+            t = time.monotonic()
+            try:
+                status, _, body = https_get(self.url, method="POST",
+                                            data=json.dumps({"text": f"{self.tag}-{i}"}).encode(),
+                                            headers={"Content-Type": "application/json"})
+                if status == 201:
+                    note = json.loads(body)
+                    self.acked[note["id"]] = note["written_to"]
+                else:
+                    self.failed.append((t, status))
+            except OSError as e:
+                self.failed.append((t, type(e).__name__))
+            time.sleep(0.05)
+
+    def wait_for(self, acked: int, timeout: float = 30) -> bool:
+        """Until `acked` more writes were acknowledged."""
+        target = len(self.acked) + acked
+        return wait_until(lambda: len(self.acked) >= target, timeout) is not None
+
+    def failure_window(self) -> float:
+        """Seconds from the first failed write to the last (0 when none failed)."""
+        return self.failed[-1][0] - self.failed[0][0] if self.failed else 0.0
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()

@@ -151,6 +151,14 @@ class MySQLSettings(_Settings):
                     "meant for one explicit run: --data mysql_reseed_replicas=True")
     mysql_app_databases: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]] = Field(
         description="databases copied when a replica is seeded (the apps' data)")
+    mysql_promote_target: str = Field(
+        description="ops/promote_replica.py only: the replica to promote, e.g. "
+                    "--data mysql_promote_target=db-02")
+    mysql_failover_mode: Literal["planned", "unplanned"] = Field(
+        description="ops/promote_replica.py only: planned (switchover, the primary is healthy) "
+                    "or unplanned (the primary is dead: fence it, promote, repoint)")
+    mysql_failover_wait_s: int = Field(
+        ge=1, description="ops/promote_replica.py: seconds to wait for a replica to catch up")
 
 
 Duration = Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h|d)$")]
@@ -332,6 +340,12 @@ def _stack_problems(stack: Stack) -> list[str]:
         if n > 1:
             problems.append(f"setting 'mysql_server_id' = {server_id} is used by {n} database "
                             "hosts: give each a unique id, or None to derive it from its address")
+    replicas = [h.name for h in stack.group("db_replicas")]
+    for db in stack.group("databases")[:1]:
+        if db.mysql_promote_target and db.mysql_promote_target not in replicas:
+            problems.append(f"setting 'mysql_promote_target' = {db.mysql_promote_target!r} is "
+                            "not a replica: choose one of the db_replicas group "
+                            f"({', '.join(replicas)})")
     for m in stack.group("monitoring"):
         if not (m.alertmanager_webhook_url or m.alertmanager_email_to):
             problems.append(f"host {m.name}: alerts go nowhere: set alertmanager_webhook_url or "
