@@ -23,6 +23,7 @@ haproxy_timeout_server_s = 30
 haproxy_hard_stop_after = "30s"    # old workers finish their requests for at most this long
 haproxy_maxconn = 4096           # needs 2 file descriptors each; raise with LimitNOFILE
 haproxy_extra_global = ""          # raw lines for the global section, checked by haproxy -c
+haproxy_drain_timeout_s = 30       # rolling app deploy: wait this long for a drained server
 
 # --- keepalived (tasks/keepalived.py) -----------------------------------------------------
 keepalived_interface = "eth0"

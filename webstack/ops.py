@@ -33,12 +33,31 @@ def validated_template(src: str, dest: str, validate: str, mode: str = "644",
     `activate`, when given, puts the new file in service (a reload that checks its own
     outcome); if it fails, the previous file is put back too, so a later restart cannot pick up
     a file the service refused. Returns the install operation: pass `_if=result.did_change`
-    to a reload that follows (not needed with `activate`).
+    to a reload that follows (not needed with `activate`). Global arguments in `context`
+    (e.g. _if) apply to the rendering, and so to the install.
     """
-    staged = f"{STAGING_DIR}/{dest.strip('/').replace('/', '__')}"
+    staged = _staged_path(dest)
     files.directory(name=f"Staging directory for {dest}", path=STAGING_DIR, mode="700")
     render = files.template(name=f"Render {dest} (staged)", src=src, dest=staged, mode="600",
                             **context)
+    return _install_checked(staged, dest, validate, mode, activate, render)
+
+
+def validated_file(src: str, dest: str, validate: str, mode: str = "600", activate: str = "",
+                   **op_args):
+    """validated_template for a file copied as it is (a certificate, say)."""
+    staged = _staged_path(dest)
+    files.directory(name=f"Staging directory for {dest}", path=STAGING_DIR, mode="700")
+    upload = files.put(name=f"Upload {dest} (staged)", src=src, dest=staged, mode="600",
+                       **op_args)
+    return _install_checked(staged, dest, validate, mode, activate, upload)
+
+
+def _staged_path(dest: str) -> str:
+    return f"{STAGING_DIR}/{dest.strip('/').replace('/', '__')}"
+
+
+def _install_checked(staged: str, dest: str, validate: str, mode: str, activate: str, staging):
     script = f"""set -e
 restore() {{
   if [ -e '{staged}.prev' ]; then mv '{staged}.prev' '{dest}'; else rm -f '{dest}'; fi
@@ -55,4 +74,4 @@ if ! out=$({validate} 2>&1); then
 fi
 {_activation(activate, dest)}rm -f '{staged}.prev'"""
     label = f"Install {dest} after: {validate}" + (" then reload" if activate else "")
-    return server.shell(name=label, commands=[script], _if=render.did_change)
+    return server.shell(name=label, commands=[script], _if=staging.did_change)

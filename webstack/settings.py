@@ -82,6 +82,9 @@ class HAProxySettings(_Settings):
         pattern=r"^[0-9]+(ms|s|m|h)$", description="how long old workers live after a reload")
     haproxy_maxconn: int = Field(ge=1, description="global connection limit")
     haproxy_extra_global: str = Field(description="raw lines for the global section ('')")
+    haproxy_drain_timeout_s: int = Field(
+        ge=0, description="ops/rolling_app_deploy.py: seconds to wait for a drained server's "
+                          "sessions to end before deploying to it anyway")
 
 
 class KeepalivedSettings(_Settings):
@@ -130,6 +133,9 @@ class AppSettings(_Settings):
     app_db_user: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the app's database user")
     app_replica_max_lag: float = Field(
         ge=0, description="seconds of replica lag beyond which reads go to the primary")
+    app_health_timeout_s: int = Field(
+        ge=1, description="ops/rolling_app_deploy.py: seconds a server has to answer its "
+                          "health path after a deploy before the rollout stops")
 
 
 class MySQLSettings(_Settings):

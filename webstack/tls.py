@@ -72,12 +72,16 @@ def _still_good(pem_path: Path, sans: list[x509.GeneralName]) -> bool:
     return set(have) == set(sans) and cert.not_valid_after_utc - _now() > RENEW_BEFORE
 
 
-def issue(env: str, names: list[str], ips: list[str], days: int = 397) -> Path:
-    """Path of a PEM (certificate, then key) for these names, issued by the env's CA."""
+def issue(env: str, names: list[str], ips: list[str], days: int = 397,
+          renew: bool = False) -> Path:
+    """Path of a PEM (certificate, then key) for these names, issued by the env's CA.
+
+    An existing one is kept unless its names changed, it nears expiry, or `renew` asks for a
+    new key and certificate (ops/rotate_certificate.py)."""
     sans = _sans(names, ips)
     pem_path = ca_dir(env) / "site.pem"
     ca_cert, ca_key = ensure_ca(env)
-    if _still_good(pem_path, sans):
+    if _still_good(pem_path, sans) and not renew:
         return pem_path
     key = ec.generate_private_key(ec.SECP256R1())
     cn = names[0] if names else ips[0]
@@ -99,3 +103,9 @@ def issue(env: str, names: list[str], ips: list[str], days: int = 397) -> Path:
                                              serialization.NoEncryption()))
     pem_path.chmod(0o600)
     return pem_path
+
+
+def serial_hex(pem_path: Path) -> str:
+    """The certificate's serial number as HAProxy prints it (`show ssl cert`): upper-case hex."""
+    cert = x509.load_pem_x509_certificate(pem_path.read_bytes())
+    return format(cert.serial_number, "X")
