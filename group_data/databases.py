@@ -8,6 +8,7 @@ mysql_server_id = None              # None: derived from the host's IPv4 address
 mysql_binlog_retention_days = 7     # long enough to rebuild a replica that was down for a while
 mysql_max_connections = 200
 mysql_innodb_buffer_pool_size = "256M"
+mysql_replica_parallel_threads = 4  # replicas apply in parallel (optimistic mode) to keep up
 mysql_semi_sync = False             # True: a commit waits (AFTER_SYNC) until a replica has it
 mysql_semi_sync_timeout_ms = 1000   # then falls back to asynchronous replication
 mysql_reseed_replicas = False       # never on by default: re-seeding destroys the replica's copy

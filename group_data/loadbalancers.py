@@ -11,8 +11,9 @@ haproxy_tls_names = []             # DNS names for the stack CA's certificate, e
 haproxy_hsts_max_age = 63072000    # two years, as Mozilla recommends
 haproxy_stats_port = 8404          # stats page (/stats) and Prometheus /metrics, own address only
 haproxy_stats_user = "admin"       # password: secret HAPROXY_STATS_PASSWORD
-# Health checks: GET <app_health_path> every 1 s; 2 failures (about 2-3 s) take a server out.
-haproxy_check_interval_ms = 1000
+# Health checks: GET <app_health_path> every 0.5 s (each may take as long); 2 failures (about
+# 1-2 s) take a server out, so a frozen server holds requests for at most about 2 s.
+haproxy_check_interval_ms = 500
 haproxy_check_fall = 2
 haproxy_check_rise = 2
 haproxy_check_host = "localhost"

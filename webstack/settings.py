@@ -148,6 +148,9 @@ class MySQLSettings(_Settings):
     mysql_max_connections: int = Field(ge=10, description="max client connections")
     mysql_innodb_buffer_pool_size: str = Field(
         pattern=r"^[0-9]+[KMG]$", description="InnoDB buffer pool, e.g. 256M")
+    mysql_replica_parallel_threads: int = Field(
+        ge=0, le=64, description="threads a replica applies transactions with (0: one, the SQL "
+                                 "thread; more keep up with a busy primary)")
     mysql_semi_sync: bool = Field(
         description="semi-synchronous replication (AFTER_SYNC): a commit waits for a replica")
     mysql_semi_sync_timeout_ms: int = Field(
