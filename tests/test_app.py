@@ -38,7 +38,9 @@ def test_app_environment_file_is_root_only(hosts, name):
 @pytest.mark.parametrize("name", WEB)
 def test_healthz_answers_without_the_database(lab, name):
     status, _, body = http_get(f"http://{lab.host(name).address}/healthz")
-    assert status == 200 and json.loads(body) == {"server": name, "status": "ok"}
+    version = (ROOT / "app/VERSION").read_text().strip()
+    assert status == 200
+    assert json.loads(body) == {"server": name, "status": "ok", "version": version}
 
 
 def test_health_db_reports_each_server_as_json(lab):
@@ -113,7 +115,7 @@ def test_changing_only_the_app_code_restarts_only_the_app(hosts, tmp_path):
     app_pid, nginx_pid = systemd_pid(h, UNIT), systemd_pid(h, "nginx")
     changed = tmp_path / "app"
     shutil.copytree(ROOT / "app", changed, ignore=shutil.ignore_patterns("__pycache__"))
-    (changed / "VERSION").write_text("changed by the test\n")
+    (changed / "CHANGED-BY-TEST").write_text("a code change\n")
     try:
         result = run_deploy("--json", "--limit", "web-01", "--data", f"app_source={changed}")
         assert result.returncode == 0, result.stderr[-2000:]
@@ -125,4 +127,4 @@ def test_changing_only_the_app_code_restarts_only_the_app(hosts, tmp_path):
         assert systemd_pid(h, "nginx") == nginx_pid
     finally:
         assert run_deploy("--limit", "web-01").returncode == 0
-    assert not h.file("/opt/ha-webstack-app/VERSION").exists
+    assert not h.file("/opt/ha-webstack-app/CHANGED-BY-TEST").exists
