@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYINFRA := $(VENV)/bin/pyinfra
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: lab test check deploy down status test-tools docs promtool
+.PHONY: lab test check deploy down status test-tools docs promtool bench bench-tools
 
 # Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
 $(VENV)/.installed: requirements.txt
@@ -60,3 +60,15 @@ test: $(VENV)/.installed test-tools
 	$(PY) lab/lab.py up --fresh
 	$(PYINFRA) -y inventories/lab.py deploy.py
 	$(PYTEST) -v
+
+# Load generators on the control machine (Debian packages): wrk for the data plane, sysbench for
+# the replication-lag load (run inside web-01's network namespace: only app servers reach MariaDB).
+bench-tools:
+	@command -v wrk >/dev/null && command -v sysbench >/dev/null && command -v nsenter >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends wrk sysbench util-linux; }
+
+## bench: drills and benchmarks on the lab (rebuilds it fresh first; under 15 minutes): writes
+## bench/results/<date>.json, docs/benchmarks.md and docs/benchmarks/*.png. See bench/README.md.
+bench: $(VENV)/.installed bench-tools
+	$(PY) bench/run.py
