@@ -107,31 +107,35 @@ def _whole_since(t: float, predicate, timeout: float) -> float | None:
 
 # --- the drills -----------------------------------------------------------------------------
 
-def nginx_graceful_stop() -> dict:
-    with Stream("/healthz", tag="graceful") as s:
-        t = s.mark("systemctl stop nginx (web-01)")
-        dexec("web-01", "systemctl", "stop", "nginx", check=True)
+def _out_and_back(tag: str, fault: str, do_fault, hold_s: float, fix: str, do_fix) -> dict:
+    """Break web-01 under a stream, hold the fault for hold_s, repair it: when HAProxy took it
+    out of rotation, and how long after the repair it was whole again."""
+    with Stream("/healthz", tag=tag) as s:
+        t = s.mark(fault)
+        do_fault()
         out = wait_until(lambda: not server_up("web-01"), 15)
-        time.sleep(3)
-        t_fix = s.mark("systemctl start nginx")
-        dexec("web-01", "systemctl", "start", "nginx", check=True)
+        time.sleep(max(0.0, hold_s - (time.time() - t)))
+        t_fix = s.mark(fix)
+        do_fix()
         whole = _whole_since(t_fix, lambda: server_up("web-01"), 30)
     return {**summarize(s), "out_of_rotation_s": _r(out), "whole_again_s": whole,
-            "whole_again_from": "nginx started", "_fault_at": t - s.started}
+            "whole_again_from": fix, "_fault_at": t - s.started}
+
+
+def nginx_graceful_stop() -> dict:
+    return _out_and_back(
+        "graceful", "systemctl stop nginx (web-01)",
+        lambda: dexec("web-01", "systemctl", "stop", "nginx", check=True), 4,
+        "systemctl start nginx", lambda: dexec("web-01", "systemctl", "start", "nginx", check=True))
 
 
 def web_kill9() -> dict:
-    with Stream("/healthz", tag="kill9") as s:
-        t = s.mark("kill -9 nginx + app (web-01)")
-        dexec("web-01", "systemctl", "kill", "--signal=KILL", "nginx", "ha-webstack-app",
-              check=True)
-        out = wait_until(lambda: not server_up("web-01"), 15)
-        time.sleep(2)
-        t_fix = s.mark("systemctl start nginx")  # nginx has no Restart=; the app restarts itself
-        dexec("web-01", "systemctl", "start", "nginx", check=True)
-        whole = _whole_since(t_fix, lambda: server_up("web-01"), 30)
-    return {**summarize(s), "out_of_rotation_s": _r(out), "whole_again_s": whole,
-            "whole_again_from": "nginx started", "_fault_at": t - s.started}
+    # nginx has no Restart=: it is started again; the app restarts itself (Restart=always).
+    return _out_and_back(
+        "kill9", "kill -9 nginx + app (web-01)",
+        lambda: dexec("web-01", "systemctl", "kill", "--signal=KILL", "nginx", "ha-webstack-app",
+                      check=True), 3,
+        "systemctl start nginx", lambda: dexec("web-01", "systemctl", "start", "nginx", check=True))
 
 
 def app_kill9() -> dict:
@@ -148,16 +152,10 @@ def app_kill9() -> dict:
 
 
 def web_pause(seconds: float = 8) -> dict:
-    with Stream("/healthz", tag="pause") as s:
-        t = s.mark("docker pause web-01")
-        sh("docker", "pause", "web-01", check=True)
-        out = wait_until(lambda: not server_up("web-01"), seconds)
-        time.sleep(max(0.0, seconds - (time.time() - t)))
-        t_fix = s.mark("docker unpause web-01")
-        sh("docker", "unpause", "web-01", check=True)
-        whole = _whole_since(t_fix, lambda: server_up("web-01"), 30)
-    return {**summarize(s), "out_of_rotation_s": _r(out), "whole_again_s": whole,
-            "whole_again_from": "unpause", "_fault_at": t - s.started}
+    return _out_and_back("pause", "docker pause web-01",
+                         lambda: sh("docker", "pause", "web-01", check=True), seconds,
+                         "docker unpause web-01",
+                         lambda: sh("docker", "unpause", "web-01", check=True))
 
 
 def haproxy_kill9() -> dict:

@@ -141,14 +141,32 @@ def wait_until(predicate, timeout: float, interval: float = 0.2):
     return None
 
 
-class RequestStream:
+class _Background:
+    """A bounded loop (`_run`, which checks `_stop`) in a thread for a `with` block."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class RequestStream(_Background):
     """A bounded stream of GETs in a background thread: counts answers and failures."""
 
     def __init__(self, url: str, max_seconds: float = 60, max_requests: int = 20000):
+        super().__init__()
         self.url, self.max_seconds, self.max_requests = url, max_seconds, max_requests
         self.results: list[tuple[float, int | str, str]] = []  # (time, status|error, served-by)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         start = time.monotonic()
@@ -162,20 +180,12 @@ class RequestStream:
                 self.results.append((t, type(e).__name__, ""))
             time.sleep(0.02)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
     @property
     def failures(self):
         return [r for r in self.results if r[1] != 200]
 
 
-class WriteStream:
+class WriteStream(_Background):
     """A bounded stream of note writes through the floating IP, in a background thread.
 
     `acked` maps each note id the app acknowledged (201) to the database it was written to;
@@ -183,12 +193,11 @@ class WriteStream:
     """
 
     def __init__(self, vip: str, tag: str, max_seconds: float = 180, max_writes: int = 5000):
+        super().__init__()
         self.url, self.tag = f"https://{vip}/api/notes", tag
         self.max_seconds, self.max_writes = max_seconds, max_writes
         self.acked: dict[int, str] = {}
         self.failed: list[tuple[float, int | str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         start = time.monotonic()
@@ -217,11 +226,3 @@ class WriteStream:
     def failure_window(self) -> float:
         """Seconds from the first failed write to the last (0 when none failed)."""
         return self.failed[-1][0] - self.failed[0][0] if self.failed else 0.0
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
