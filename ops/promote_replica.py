@@ -96,6 +96,9 @@ def preflight() -> None:
                          f"{status.get('Slave_SQL_Running')}): fix replication first")
 
 
+# The critical section runs as one python.call: its steps depend on values only known while it
+# runs (the old primary's last GTID) and on each other's outcome (undo the read-only if the
+# replica does not catch up), which pyinfra's planned operations cannot express.
 def switch_over() -> None:
     """Planned: stop writes on the old primary, wait until the replica has them all, promote."""
     run(old_host, sql(set_global({"read_only": "ON", "event_scheduler": "OFF"})))

@@ -26,7 +26,7 @@ files.directory(name="Certificate directory", path="/etc/haproxy/certs", mode="7
 # A new certificate is checked by `haproxy -c` and reloaded hitlessly, or the old one stays.
 validated_file(pem_src, PEM_PATH, validate=CHECK, activate=RELOAD)
 
-config = validated_template(
+validated_template(
     "templates/haproxy/haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg",
     validate=CHECK, activate=RELOAD, mode="640", s=s, web=web,
     vip=s.keepalived_floating_ip, own_address=me().address, pem_path=PEM_PATH,
