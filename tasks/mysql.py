@@ -56,10 +56,6 @@ def fail(name: str, message: str) -> None:
     server.shell(name=name, commands=[f"echo {shlex.quote('ha-webstack: ' + message)} >&2; exit 1"])
 
 
-def state_of(name: str) -> dict:
-    return inventory.get_host(name).get_fact(MariaDBState)
-
-
 # --- server and config ----------------------------------------------------------------------
 
 apt.packages(name="MariaDB (Debian's default-mysql-server)",
@@ -67,7 +63,6 @@ apt.packages(name="MariaDB (Debian's default-mysql-server)",
 static = validated_template(
     "templates/mysql/60-ha-webstack.cnf.j2", f"{CONF_DIR}/60-ha-webstack.cnf", validate=CHECK,
     s=s, address=me().address, hostname=host.name, server_id=me().mysql_server_id_effective)
-
 dynamic_values, dynamic = dynamic_config(s, is_primary)
 # Debian enables mariadb.socket: after a reboot systemd itself listens on *:3306, ignoring
 # bind-address, and starts MariaDB on the first connection, even one meant to find it stopped.
@@ -204,9 +199,8 @@ def reseed_commands() -> list[str]:
             *seed_commands()]
 
 
-def rejoin_tasks(mine: dict) -> None:
+def rejoin_tasks(mine: dict, primary_state: dict) -> None:
     """This host holds data but replicates from nobody: a former primary, most likely."""
-    primary_state = state_of(primary.name)
     missing = transactions_missing_on(primary_state, mine)
     if not missing:
         replication_secret_fingerprint()
@@ -231,10 +225,10 @@ def rejoin_tasks(mine: dict) -> None:
 def replica_tasks() -> None:
     mine = host.get_fact(MariaDBState)
     status = mine.get("replica", {})
-    primary_state = state_of(primary.name)
+    primary_state = inventory.get_host(primary.name).get_fact(MariaDBState)
     primary_has_data = bool(primary_state.get("gtid_binlog_pos"))
     if not status and mine.get("gtid_binlog_pos"):
-        rejoin_tasks(mine)
+        rejoin_tasks(mine, primary_state)
         return
     if not status:
         replication_secret_fingerprint()

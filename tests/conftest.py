@@ -68,6 +68,30 @@ def docker_exec(container: str, *cmd: str, timeout: int = 60) -> subprocess.Comp
                           timeout=timeout)
 
 
+def sql(host: str, statement: str, timeout: int = 120) -> str:
+    """A statement run as root over the lab host's local socket (tab-separated, no headers)."""
+    result = docker_exec(host, "mariadb", "-N", "-B", "-e", statement, timeout=timeout)
+    assert result.returncode == 0, f"{host}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def replica_status(host: str) -> dict:
+    """SHOW SLAVE STATUS of a lab database host, as a dict ({} when it replicates from none)."""
+    out = docker_exec(host, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
+    return {k.strip(): v.strip() for k, _, v in
+            (line.partition(":") for line in out.splitlines() if ":" in line)}
+
+
+def caught_up(replica: str, primary: str) -> bool:
+    """The replica applied everything the primary had logged when this was called (False
+    while either server is still starting)."""
+    try:
+        position = sql(primary, "SELECT @@global.gtid_binlog_pos")
+        return sql(replica, f"SELECT MASTER_GTID_WAIT('{position}', 10)") == "0"
+    except AssertionError:
+        return False
+
+
 def run_deploy(*extra: str, cwd: Path = ROOT, inventory: str = LAB_INVENTORY,
                timeout: int = 900, deploy: str = "deploy.py",
                env: dict | None = None) -> subprocess.CompletedProcess:

@@ -9,15 +9,16 @@ import uuid
 
 import pytest
 
-from tests.conftest import RequestStream, WriteStream, docker_exec, wait_until
+from tests.conftest import (
+    RequestStream,
+    WriteStream,
+    caught_up,
+    docker_exec,
+    sql,
+    wait_until,
+)
 
 pytestmark = pytest.mark.lab
-
-
-def sql(host: str, statement: str) -> str:
-    result = docker_exec(host, "mariadb", "-N", "-B", "-e", statement, timeout=120)
-    assert result.returncode == 0, f"{host}: {result.stderr}"
-    return result.stdout.strip()
 
 
 def in_rotation(server: str, lb: str = "lb-01") -> bool:
@@ -39,15 +40,6 @@ def databases(lab):
     assert sql(primary, "SELECT @@read_only") == "0", f"{primary} is not writable"
     assert sql(replica, "SELECT @@read_only") == "1", f"{replica} is not a read-only replica"
     return primary, replica
-
-
-def caught_up(primary: str, replica: str) -> bool:
-    """The replica applied everything the primary had logged when this was called."""
-    try:
-        position = sql(primary, "SELECT @@gtid_binlog_pos")
-        return sql(replica, f"SELECT MASTER_GTID_WAIT('{position}', 10)") == "0"
-    except AssertionError:  # a server is still (re)starting
-        return False
 
 
 def stored_on(host: str, tag: str) -> set[int]:
@@ -91,7 +83,7 @@ def test_restart_of_the_primary_loses_no_acknowledged_write(databases, writes):
         restart = docker_exec(primary, "systemctl", "restart", "mariadb", timeout=180)
         assert restart.returncode == 0, restart.stderr
         assert writes.wait_for(10), f"writes did not resume: {writes.failed[-5:]}"
-    assert wait_until(lambda: caught_up(primary, replica), timeout=90) is not None
+    assert wait_until(lambda: caught_up(replica, primary), timeout=90) is not None
     lost = {h: sorted(set(writes.acked) - stored_on(h, writes.tag)) for h in (primary, replica)}
     summary = (f"{len(writes.acked)} writes acknowledged, {len(writes.failed)} failed during the "
                f"restart ({sorted({str(f[1]) for f in writes.failed})}); lost: {lost}")
@@ -108,7 +100,7 @@ def test_kill_9_of_the_replica_it_catches_up_with_nothing_missing(databases, wri
         assert docker_exec(replica, "kill", "-9", pid).returncode == 0
         assert writes.wait_for(40)  # writes go on while the replica is down and restarts
     # systemd restarts mariadbd (Restart=on-abnormal); replication resumes from its GTID position.
-    assert wait_until(lambda: caught_up(primary, replica), timeout=120) is not None
+    assert wait_until(lambda: caught_up(replica, primary), timeout=120) is not None
     assert writes.failed == [], f"writes failed although only the replica died: {writes.failed}"
     missing = sorted(set(writes.acked) - stored_on(replica, writes.tag))
     assert missing == [], f"{len(missing)} acknowledged notes missing on {replica}: {missing[:10]}"

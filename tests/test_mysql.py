@@ -12,7 +12,9 @@ from tests.conftest import (
     docker_exec,
     https_get,
     lab_hosts,
+    replica_status,
     run_deploy,
+    sql,
     systemd_pid,
     wait_until,
 )
@@ -21,18 +23,6 @@ from webstack.secret_loader import load as load_secrets
 pytestmark = pytest.mark.lab
 DB = lab_hosts("databases")
 APP_TABLES = ("webstack.notes", "webstack.visits")
-
-
-def sql(host: str, statement: str) -> str:
-    result = docker_exec(host, "mariadb", "-N", "-B", "-e", statement)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def replica_status(host="db-02") -> dict:
-    out = docker_exec(host, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
-    return {k.strip(): v.strip() for k, _, v in
-            (line.partition(":") for line in out.splitlines() if ":" in line)}
 
 
 def post_note(lab, text: str):
@@ -79,7 +69,7 @@ def test_after_a_reboot_mariadb_listens_on_its_own_address_only(hosts, lab):
     assert wait_until(lambda: f"{address}:3306" in docker_exec("db-02", "ss", "-ltn").stdout,
                       timeout=60) is not None, listening.stdout
     assert "*:3306" not in docker_exec("db-02", "ss", "-ltn").stdout
-    assert wait_until(lambda: replica_status().get("Slave_SQL_Running") == "Yes",
+    assert wait_until(lambda: replica_status("db-02").get("Slave_SQL_Running") == "Yes",
                       timeout=30) is not None
 
 
@@ -115,7 +105,7 @@ def test_users_come_only_from_the_hosts_that_need_them(lab, name):
 
 
 def test_replica_threads_run_with_gtid():
-    status = replica_status()
+    status = replica_status("db-02")
     assert status["Slave_IO_Running"] == status["Slave_SQL_Running"] == "Yes"
     assert status["Using_Gtid"] == "Slave_Pos"
 
@@ -191,7 +181,7 @@ def test_replica_restart_during_writes_catches_up(lab):
     writer.join()
     assert errors == [], "writes to the primary failed while the replica restarted"
     assert wait_until(tables_match, timeout=30) is not None
-    status = replica_status()
+    status = replica_status("db-02")
     assert status["Slave_IO_Running"] == status["Slave_SQL_Running"] == "Yes"
 
 
@@ -204,7 +194,7 @@ def test_stopped_replication_fails_the_deploy_with_the_reason():
         assert "replication on db-02 is broken: IO thread Yes, SQL thread No" in output
     finally:
         sql("db-02", "START SLAVE SQL_THREAD")
-    assert replica_status()["Slave_SQL_Running"] == "Yes"
+    assert replica_status("db-02")["Slave_SQL_Running"] == "Yes"
 
 
 def test_broken_replica_is_reseeded_only_when_asked():
@@ -213,7 +203,7 @@ def test_broken_replica_is_reseeded_only_when_asked():
     result = run_deploy("--limit", "databases", "--data", "mysql_reseed_replicas=True")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Re-seed this replica (mysql_reseed_replicas)" in result.stdout + result.stderr
-    status = replica_status()
+    status = replica_status("db-02")
     assert status["Slave_IO_Running"] == status["Slave_SQL_Running"] == "Yes"
     assert wait_until(tables_match, timeout=30) is not None
     assert changed_operations(run_deploy("--json", "--limit", "databases")) == []  # healthy now
@@ -240,7 +230,7 @@ def test_destroyed_replica_is_seeded_from_the_primary(lab):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Seed this new replica from the primary" in result.stdout + result.stderr
     assert wait_until(tables_match, timeout=30) is not None
-    status = replica_status()
+    status = replica_status("db-02")
     assert status["Slave_IO_Running"] == status["Slave_SQL_Running"] == "Yes"
     assert status["Using_Gtid"] == "Slave_Pos"
     gone = f"SELECT COUNT(*) FROM webstack.notes WHERE text LIKE '{run}-%'"

@@ -8,23 +8,19 @@ import subprocess
 
 import pytest
 
-from tests.conftest import WriteStream, docker_exec, run_deploy, wait_until
+from tests.conftest import (
+    WriteStream,
+    caught_up,
+    docker_exec,
+    replica_status,
+    run_deploy,
+    sql,
+    wait_until,
+)
 
 pytestmark = pytest.mark.lab
 OP = "ops/promote_replica.py"
 NEW_PRIMARY = {"LAB_DB_PRIMARY": "db-02"}  # the lab's "update the inventory" step
-
-
-def sql(host: str, statement: str) -> str:
-    result = docker_exec(host, "mariadb", "-N", "-B", "-e", statement)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def replica_status(host: str) -> dict:
-    out = docker_exec(host, "mariadb", "-e", "SHOW SLAVE STATUS\\G").stdout
-    return {k.strip(): v.strip() for k, _, v in
-            (line.partition(":") for line in out.splitlines() if ":" in line)}
 
 
 def replicates_from(host: str, primary_address: str) -> bool:
@@ -51,11 +47,6 @@ def present(host: str, ids) -> set[int]:
     found = sql(host, "SELECT id FROM webstack.notes WHERE id IN "
                       f"({','.join(str(i) for i in ids)})").split()
     return {int(i) for i in found}
-
-
-def caught_up(replica: str, primary: str) -> bool:
-    position = sql(primary, "SELECT @@global.gtid_binlog_pos")
-    return sql(replica, f"SELECT MASTER_GTID_WAIT('{position}', 20)") == "0"
 
 
 def switch_back_to_db01(lab):
