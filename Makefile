@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PYINFRA := $(VENV)/bin/pyinfra
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: lab test check deploy down status test-tools docs promtool bench bench-tools
+.PHONY: lab test check verify deploy down status test-tools docs promtool bench bench-tools
+INVENTORY ?= inventories/lab.py
 
 # Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
 $(VENV)/.installed: requirements.txt
@@ -38,7 +39,7 @@ docs: $(VENV)/.installed
 ## check: the fast tier, no lab needed: lint and unit tests (under a minute).
 check: $(VENV)/.installed promtool
 	$(VENV)/bin/ruff check .
-	$(PYTEST) -q -m "not lab"
+	$(PYTEST) -q tests/unit
 
 # promtool (from Debian's prometheus package) unit-tests the alert rules. Installing the package
 # may start a Prometheus here on a machine without systemd; only promtool is wanted.
@@ -53,6 +54,11 @@ test-tools: promtool
 	@command -v chromium >/dev/null && command -v mariadb >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    chromium mariadb-client; }
+
+## verify: the read-only specs against any inventory, over SSH as the deploy's user; changes
+## nothing (make verify INVENTORY=inventories/prod.py). Needs no Docker.
+verify: $(VENV)/.installed
+	INVENTORY=$(INVENTORY) $(PYTEST) -m readonly -p no:cacheprovider tests
 
 ## test: a fresh lab, the full deploy, then every test (fast checks, specs, end-to-end).
 test: $(VENV)/.installed test-tools

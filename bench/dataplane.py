@@ -10,7 +10,8 @@ haproxy process on lb-01 before and after each HTTPS run.
 
 import json
 
-from bench.labctl import VIP, addr, dexec, lab_lock, sh
+from lab.toolkit.hosts import VIP, addr, lab_lock, sh
+from lab.toolkit.hosts import run as on_host  # run() is this stage's entry point
 
 THREADS, CONNECTIONS, SECONDS = 2, 16, 10
 WRK_SCRIPT = "bench/wrk.lua"
@@ -40,8 +41,8 @@ def wrk(url: str, rate: float = 0, headers: tuple[str, ...] = ()) -> dict:
 
 def haproxy_cpu_ticks() -> int:
     """utime + stime (clock ticks) of every haproxy process on lb-01."""
-    out = dexec("lb-01", "sh", "-c", "for p in $(pgrep -x haproxy); do cat /proc/$p/stat; done",
-                check=True).stdout
+    out = on_host("lb-01", "sh", "-c",
+                  "for p in $(pgrep -x haproxy); do cat /proc/$p/stat; done", check=True).stdout
     total = 0
     for line in out.splitlines():
         fields = line.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 onwards
@@ -50,7 +51,7 @@ def haproxy_cpu_ticks() -> int:
 
 
 def clock_ticks() -> int:
-    return int(dexec("lb-01", "getconf", "CLK_TCK", check=True).stdout)
+    return int(on_host("lb-01", "getconf", "CLK_TCK", check=True).stdout)
 
 
 def https_with_cpu(url: str, rate: float = 0, headers: tuple[str, ...] = ()) -> dict:

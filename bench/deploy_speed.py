@@ -6,46 +6,43 @@ as tests/test_scale_out.py does; it holds the lab lock throughout and leaves a f
 2-web-server lab. Run it on its own with `bench/run.py --stage deploy`.
 """
 
-import os
 import time
 
-from bench.labctl import ROOT, lab_lock, restore, sh
+from lab.toolkit.deploy import run_deploy
+from lab.toolkit.hosts import lab_lock, lab_up, restore
 
-PYINFRA = str(ROOT / ".venv/bin/pyinfra")
+
+def deploy() -> None:
+    """One full `pyinfra -y inventories/lab.py deploy.py`; raises if it fails."""
+    result = run_deploy(timeout=1200)
+    if result.returncode != 0:
+        raise RuntimeError(f"deploy failed: {(result.stdout + result.stderr)[-800:]}")
 
 
-def lab_up(web_servers: int, fresh: bool = False) -> float:
-    env = dict(os.environ, LAB_WEB_SERVERS=str(web_servers))
+def timed(step, *args, **kw) -> float:
+    """Wall time of one step, in seconds."""
     start = time.monotonic()
-    sh("python3", "lab/lab.py", "up", *(["--fresh"] if fresh else []), cwd=ROOT, env=env,
-       timeout=900, check=True)
-    return round(time.monotonic() - start, 1)
-
-
-def deploy() -> float:
-    """Wall time of one full `pyinfra -y inventories/lab.py deploy.py`."""
-    start = time.monotonic()
-    sh(PYINFRA, "-y", "inventories/lab.py", "deploy.py", cwd=ROOT, timeout=1200, check=True)
+    step(*args, **kw)
     return round(time.monotonic() - start, 1)
 
 
 def run(lock: bool = True) -> dict:
     with lab_lock(lock):
         print("[bench] deploy speed: fresh lab (lab/lab.py up --fresh)", flush=True)
-        r = {"lab_up_fresh_s": lab_up(2, fresh=True)}
-        r["full_deploy_fresh_s"] = deploy()
+        r = {"lab_up_fresh_s": timed(lab_up, 2, fresh=True)}
+        r["full_deploy_fresh_s"] = timed(deploy)
         print(f"[bench]   full deploy {r['full_deploy_fresh_s']} s", flush=True)
-        r["no_change_rerun_2_web_s"] = deploy()
+        r["no_change_rerun_2_web_s"] = timed(deploy)
         print(f"[bench]   no-change re-run (8 hosts) {r['no_change_rerun_2_web_s']} s", flush=True)
         try:
-            r["lab_up_4_web_s"] = lab_up(4)
-            r["deploy_adding_2_web_s"] = deploy()
-            r["no_change_rerun_4_web_s"] = deploy()
+            r["lab_up_4_web_s"] = timed(lab_up, 4)
+            r["deploy_adding_2_web_s"] = timed(deploy)
+            r["no_change_rerun_4_web_s"] = timed(deploy)
             print(f"[bench]   no-change re-run (10 hosts) {r['no_change_rerun_4_web_s']} s",
                   flush=True)
         finally:
             lab_up(2)
-            r["deploy_back_to_2_web_s"] = deploy()
+            r["deploy_back_to_2_web_s"] = timed(deploy)
         restore()
     r["managed_hosts"] = {"2_web": 7, "4_web": 9}  # the client is not managed
     return r

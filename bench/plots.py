@@ -44,7 +44,8 @@ def replication_lag(r: dict, path: Path, caption: str) -> None:
     ax.plot(t, lag, linewidth=0.8, color="tab:blue", label="lag (beat age - 0.1 s)")
     ax.set_xlabel("seconds")
     ax.set_ylabel("replica lag, s")
-    ax.set_title("db-02 lag behind db-01 (10 Hz beat, sampled at 20 Hz)", fontsize=10)
+    ax.set_title(f"{r.get('replica', 'db-02')} lag behind {r.get('primary', 'db-01')} "
+                 "(10 Hz beat, sampled at 20 Hz)", fontsize=10)
     ax.legend(loc="upper right", fontsize=7)
     _save(fig, path, caption)
 

@@ -1,11 +1,11 @@
-"""Replication lag on db-02 while sysbench writes to the primary db-01.
+"""Replication lag on the replica (db-02) while sysbench writes to the primary (db-01).
 
 sysbench runs on the control machine inside web-01's network namespace: the firewall lets only
 the app servers (and databases, monitoring) reach MariaDB, and `client` is the internet. It
 logs in as a temporary user bench@<web-01> on a temporary database `sbtest`, both dropped
 afterwards. The stack's own heartbeat beats once a second, too coarse for sub-second lag, so
-this stage writes its own beat (sbtest.bench_beat, DATETIME(6)) on db-01 every 0.1 s and reads
-the replica's copy every 0.05 s: age = now - replicated beat (every container shares the
+this stage writes its own beat (sbtest.bench_beat, DATETIME(6)) on the primary every 0.1 s and
+reads the replica's copy every 0.05 s: age = now - replicated beat (every container shares the
 machine's clock), lag = max(0, age - beat period), i.e. resolution 0.1 s.
 """
 
@@ -16,12 +16,13 @@ import subprocess
 import threading
 import time
 
-from bench.labctl import addr, in_netns, lab_lock, replica_caught_up, sh, sql
+from lab.toolkit.hosts import addr, caught_up, in_netns, lab_lock, primary, replica, sh, sql
 
 BEAT_PERIOD, SAMPLE_PERIOD = 0.1, 0.05
 SYSBENCH = {"test": "oltp_write_only", "threads": 4, "seconds": 30, "tables": 4,
             "table_size": 10000}
 IDLE_S = 3  # before and after the load: the lag of an idle pair, for comparison
+PRIMARY, REPLICA = primary(), replica()  # as the inventory has them (LAB_DB_PRIMARY)
 
 
 class BeatWriter(threading.Thread):
@@ -30,7 +31,7 @@ class BeatWriter(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True)
         self.stop = threading.Event()
-        self.proc = subprocess.Popen(["docker", "exec", "-i", "db-01", "mariadb", "-n"],
+        self.proc = subprocess.Popen(["docker", "exec", "-i", PRIMARY, "mariadb", "-n"],
                                      stdin=subprocess.PIPE, text=True)
 
     def run(self):
@@ -46,7 +47,7 @@ class BeatWriter(threading.Thread):
 
 
 class LagSampler(threading.Thread):
-    """Ask db-02 every SAMPLE_PERIOD how old its copy of the beat is: [(wall time, age s)]."""
+    """Ask the replica every SAMPLE_PERIOD how old its copy of the beat is: [(time, age s)]."""
 
     QUERY = ("SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) / 1e6 "
              "FROM sbtest.bench_beat WHERE id = 1;\n")
@@ -56,7 +57,7 @@ class LagSampler(threading.Thread):
         self.stop = threading.Event()
         self.samples: list[tuple[float, float]] = []
         self.proc = subprocess.Popen(
-            ["docker", "exec", "-i", "db-02", "mariadb", "-N", "-B", "-n"],
+            ["docker", "exec", "-i", REPLICA, "mariadb", "-N", "-B", "-n"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def run(self):
@@ -85,7 +86,7 @@ def stats(ages: list[float]) -> dict:
 
 def setup(password: str) -> None:
     web = addr("web-01")
-    sql("db-01", "CREATE DATABASE IF NOT EXISTS sbtest; "
+    sql(PRIMARY, "CREATE DATABASE IF NOT EXISTS sbtest; "
                  "CREATE TABLE IF NOT EXISTS sbtest.bench_beat (id TINYINT PRIMARY KEY, "
                  "ts DATETIME(6) NOT NULL); "
                  "REPLACE INTO sbtest.bench_beat VALUES (1, UTC_TIMESTAMP(6)); "
@@ -94,14 +95,15 @@ def setup(password: str) -> None:
 
 
 def teardown() -> None:
-    sql("db-01", f"DROP DATABASE IF EXISTS sbtest; DROP USER IF EXISTS 'bench'@'{addr('web-01')}'")
-    replica_caught_up(60)
+    sql(PRIMARY,
+        f"DROP DATABASE IF EXISTS sbtest; DROP USER IF EXISTS 'bench'@'{addr('web-01')}'")
+    caught_up(REPLICA, PRIMARY, 60)
 
 
 def sysbench(command: str, password: str) -> str:
     s = SYSBENCH
     cmd = in_netns("web-01", "sysbench", s["test"], "--db-driver=mysql",
-                   f"--mysql-host={addr('db-01')}", "--mysql-user=bench",
+                   f"--mysql-host={addr(PRIMARY)}", "--mysql-user=bench",
                    f"--mysql-password={password}", "--mysql-db=sbtest", f"--tables={s['tables']}",
                    f"--table-size={s['table_size']}", f"--threads={s['threads']}",
                    f"--time={s['seconds']}", command)
@@ -125,7 +127,7 @@ def run(lock: bool = True) -> dict:
         try:
             setup(password)
             sysbench("prepare", password)
-            replica_caught_up(60)
+            caught_up(REPLICA, PRIMARY, 60)
             beat, sampler = BeatWriter(), LagSampler()
             beat.start()
             sampler.start()
@@ -143,6 +145,7 @@ def run(lock: bool = True) -> dict:
     idle = [a for t, a in sampler.samples if t < load_start]
     result = {"sysbench": {**SYSBENCH, **parse_sysbench(out),
                            "origin": "control machine in web-01's network namespace"},
+              "primary": PRIMARY, "replica": REPLICA,
               "beat_period_s": BEAT_PERIOD, "sample_period_s": SAMPLE_PERIOD,
               "lag_under_load": stats(under_load), "lag_idle": stats(idle),
               "load_window_s": [round(load_start - t0, 2), round(load_end - t0, 2)],

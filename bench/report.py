@@ -9,11 +9,13 @@ of issue #9 judged "met" or "not met" with the reason read from the figures.
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import plots  # noqa: E402
+from bench.drills import aggregate  # noqa: E402
 from bench.machine import one_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +31,10 @@ DRILL_TITLES = {
     "web_pause": "web-01 frozen (`docker pause`, 8 s), then resumed",
     "haproxy_kill9": "`kill -9` of HAProxy on lb-01 (systemd restarts it)",
     "lb_stop": "lb-01 container stopped (floating IP moves to lb-02), then started again",
-    "db02_kill9": "`kill -9` of mariadbd on db-02 during a write stream",
-    "db01_restart": "`systemctl restart mariadb` on db-01 during a write stream",
+    "replica_kill9": "`kill -9` of mariadbd on the replica (db-02) during a write stream",
+    "primary_restart": "`systemctl restart mariadb` on the primary (db-01) during a write stream",
 }
+OLD_DRILL_NAMES = {"db02_kill9": "replica_kill9", "db01_restart": "primary_restart"}
 
 
 def verdict(ok: bool | None) -> str:
@@ -52,7 +55,7 @@ def target_rows(data: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     dr = data.get("drills", {})
     for name in ("nginx_graceful_stop", "web_kill9", "app_kill9"):
-        r = dr.get(name, {})
+        r = figures(dr.get(name))
         failed, out = r.get("failed"), r.get("out_of_rotation_s")
         ok = None if failed is None else (failed == 0 and (out is None or out <= 3))
         why = "" if ok else (f"{failed} requests failed ({r.get('failures_by_kind')})"
@@ -65,7 +68,7 @@ def target_rows(data: dict) -> list[tuple[str, str, str, str]]:
                      "-" if failed is None else f"{failed} failed of {r.get('sent')}"
                      + (f"; out of rotation after {out} s" if out is not None else ""),
                      verdict(ok), why if ok is False else ""))
-    r = dr.get("web_pause", {})
+    r = figures(dr.get("web_pause"))
     slow = r.get("slowest_request_s")
     rows.append(("frozen web server: no request waits more than 3 s",
                  "-" if slow is None else f"slowest request {slow} s, {r.get('failed')} failed",
@@ -76,7 +79,7 @@ def target_rows(data: dict) -> list[tuple[str, str, str, str]]:
                  "checks mark it down (check timeout 1 s, fall 2, inter 1 s: 2-3 s) and "
                  "`on-marked-down shutdown-sessions` ends them; only then are they retried "
                  "elsewhere (`retry-on ... response-timeout` needs `timeout server`, 30 s)"))
-    r = dr.get("lb_stop", {})
+    r = figures(dr.get("lb_stop"))
     gap = r.get("longest_gap_s")
     rows.append(("floating IP failover: service back within 5 s (longest gap between answers)",
                  "-" if gap is None else f"longest gap {gap} s; VIP on lb-02 after "
@@ -111,10 +114,10 @@ def target_rows(data: dict) -> list[tuple[str, str, str, str]]:
     rows.append(("no-change re-run grows less than linearly with web servers (2 -> 4)",
                  f"{t4} s with 4 web servers: x{growth:.2f} for x2 web servers" if growth
                  else "-", verdict(None if not growth else growth < 2), ""))
-    for name in ("db02_kill9", "db01_restart"):
-        r = dr.get(name, {})
+    for name in ("replica_kill9", "primary_restart"):
+        r = figures(dr.get(name))
         lost = (None if "writes_acknowledged" not in r else
-                len(r["acknowledged_missing_db01"]) + len(r["acknowledged_missing_db02"]))
+                sum(len(ids) for ids in r["acknowledged_missing"].values()))
         rows.append((f"{name}: 0 acknowledged writes lost",
                      "-" if lost is None else f"{lost} lost of {r['writes_acknowledged']} "
                      f"acknowledged; {r['failed']} writes failed (not acknowledged)",
@@ -205,11 +208,12 @@ def dataplane_section(dp: dict) -> list[str]:
     return lines
 
 
-def drill_notes(name: str, r: dict) -> str:
+def drill_notes(r: dict) -> str:
     if "skipped" in r:
         return f"Skipped: {r['skipped']}."
-    parts = [f"{r['method']} `{r['path']}` at {r['rate']:g}/s from `client`: sent {r['sent']}, "
-             f"failed {r['failed']}"
+    over = f"Over {r['runs']} runs (counts summed, times at their worst): " if "runs" in r else ""
+    parts = [f"{over}{r['method']} `{r['path']}` at {r['rate']:g}/s from `client`: sent "
+             f"{r['sent']}, failed {r['failed']}"
              + (f" ({', '.join(f'{k}: {v}' for k, v in r['failures_by_kind'].items())})"
                 if r["failures_by_kind"] else "")
              + f"; longest gap between successful answers {r['longest_gap_s']} s; slowest "
@@ -225,13 +229,22 @@ def drill_notes(name: str, r: dict) -> str:
                                            else "stayed on lb-01 (HAProxy was back before "
                                                 "keepalived's check failed twice)."))
     if "writes_acknowledged" in r:
-        parts.append(f"{r['writes_acknowledged']} writes acknowledged; missing on db-01: "
-                     f"{len(r['acknowledged_missing_db01'])}, on db-02: "
-                     f"{len(r['acknowledged_missing_db02'])}; stored but not acknowledged: "
-                     f"{r['unacknowledged_but_stored']}.")
+        missing = ", on ".join(f"{h}: {len(ids)}" for h, ids in r["acknowledged_missing"].items())
+        parts.append(f"{r['writes_acknowledged']} writes acknowledged; missing on {missing}; "
+                     f"stored but not acknowledged: {r['unacknowledged_but_stored']}.")
     if r.get("repaired_afterwards"):
         parts.append(f"Repaired afterwards by the bench: {r['repaired_afterwards']}.")
     return " ".join(parts)
+
+
+def verdict_note(d: dict) -> str:
+    """How often the drill's verdict (lab/toolkit/drills.py) held; '' if it was not recorded."""
+    held, runs = d.get("verdict_held"), d["runs"]
+    if held is None:
+        return ""
+    broken = list(dict.fromkeys(p for r in runs for p in r["problems"]))
+    return (f"Verdict (lab/toolkit/drills.py): held in {held} of {len(runs)} runs"
+            + (f"; broken: {'; '.join(broken[:5])}." if broken else "."))
 
 
 def drills_section(dr: dict, caption: str) -> list[str]:
@@ -240,38 +253,90 @@ def drills_section(dr: dict, caption: str) -> list[str]:
     lines = [machine_line(dr), "",
              "| drill | sent | failed | longest gap | slowest request | whole again |",
              "|---|---|---|---|---|---|"]
-    for name, r in dr.items():
-        if not isinstance(r, dict) or "sent" not in r:
+    drills = {name: d for name, d in dr.items() if isinstance(d, dict) and "runs" in d}
+    for name, d in drills.items():
+        r = figures(d)
+        if "sent" not in r:
             continue
-        lines.append(f"| {name} | {r['sent']} | {r['failed']} | {r['longest_gap_s']} s | "
+        gap, n = d["longest_gap_s"], len(d["runs"])
+        label, gaps = ((f"{name} ({n} runs)", f"p50 {gap['p50']} / p99 {gap['p99']} / max "
+                        f"{gap['max']}") if n > 1 else (name, gap["max"]))
+        lines.append(f"| {label} | {r['sent']} | {r['failed']} | {gaps} s | "
                      f"{r['slowest_request_s']} s | {r['whole_again_s']} s after "
                      f"{r['whole_again_from']} |")
     lines.append("")
-    for name, r in dr.items():
-        if not isinstance(r, dict) or name not in DRILL_TITLES:
+    for name, d in drills.items():
+        if name not in DRILL_TITLES:
             continue
-        lines += [f"### {name}: {DRILL_TITLES[name]}", "", drill_notes(name, r), ""]
-        if "series_per_s" in r:
-            plots.drill(name, r, PLOTS / f"drill-{name}.png", caption)
+        notes = " ".join(filter(None, (drill_notes(figures(d)), verdict_note(d))))
+        lines += [f"### {name}: {DRILL_TITLES[name]}", "", notes, ""]
+        first = d["runs"][0]
+        if "series_per_s" in first:
+            plots.drill(name, first, PLOTS / f"drill-{name}.png", caption)
             lines += [f"![{name}](benchmarks/drill-{name}.png)", ""]
     return lines
+
+
+SUMMED = ("sent", "failed", "writes_acknowledged", "unacknowledged_but_stored")
+WORST = ("longest_gap_s", "slowest_request_s", "out_of_rotation_s", "vip_on_lb02_after_s")
+
+
+def figures(d: dict | None) -> dict:
+    """One drill's runs as one set of figures: a single run's as they are; over several runs,
+    counts summed, times at their worst (whole_again_s None if any run never got whole),
+    failures and missing writes merged, plus 'runs'. {} if the drill did not run."""
+    runs = [r for r in (d or {}).get("runs", []) if "sent" in r]
+    if len(runs) < 2:
+        return runs[0] if runs else ((d or {}).get("runs") or [{}])[0]
+    f = {**runs[0], "runs": len(runs),
+         "failures_by_kind": dict(sum((Counter(r["failures_by_kind"]) for r in runs),
+                                      Counter())),
+         "repaired_afterwards": [x for r in runs for x in r["repaired_afterwards"]]}
+    f.update({k: sum(r[k] for r in runs) for k in SUMMED if k in f})
+    f.update({k: max((r[k] for r in runs if r[k] is not None), default=None)
+              for k in WORST if k in f})
+    whole = [r["whole_again_s"] for r in runs]
+    f["whole_again_s"] = None if None in whole else max(whole)
+    if "acknowledged_missing" in f:
+        f["acknowledged_missing"] = {h: [i for r in runs for i in r["acknowledged_missing"][h]]
+                                     for h in f["acknowledged_missing"]}
+    if "vip_moved_to_lb02" in f:
+        f["vip_moved_to_lb02"] = any(r["vip_moved_to_lb02"] for r in runs)
+    return f
+
+
+def upgrade_drills(dr: dict) -> dict:
+    """A drills section written before lab/toolkit (as in bench/results/2026-11-26.json: one
+    result per drill, db-named drills, acknowledged_missing_db01/_db02, no verdict) in today's
+    shape, in memory: one run per drill, its verdict None (not recorded). Today's passes as is."""
+    upgraded = {}
+    for name, r in dr.items():
+        if isinstance(r, dict) and name != "machine" and "runs" not in r:
+            r = {**r, "problems": None}
+            if "acknowledged_missing_db01" in r:
+                r["acknowledged_missing"] = {h: r.pop(f"acknowledged_missing_{h.replace('-', '')}")
+                                             for h in ("db-01", "db-02")}
+            name, r = OLD_DRILL_NAMES.get(name, name), aggregate([r])
+        upgraded[name] = r
+    return upgraded
 
 
 def replication_section(rp: dict, caption: str) -> list[str]:
     if not rp:
         return ["Not run in this results file.", ""]
     s, lag, idle = rp["sysbench"], rp["lag_under_load"], rp["lag_idle"]
+    primary = rp.get("primary", "db-01")  # results before 2026-11-27 do not name it
     plots.replication_lag(rp, PLOTS / "replication-lag.png", caption)
     return [machine_line(rp), "",
             f"sysbench `{s['test']}`, {s['threads']} threads, {s['seconds']} s, {s['tables']} "
-            f"tables of {s['table_size']:,} rows, against db-01: {s['transactions_per_s']} "
+            f"tables of {s['table_size']:,} rows, against {primary}: {s['transactions_per_s']} "
             f"transactions/s ({s['queries_per_s']} queries/s, p95 {s['latency_p95_ms']} ms).", "",
             "| | samples | p50 | p99 | max |", "|---|---|---|---|---|",
             f"| lag under the sysbench load | {lag['samples']} | {lag['p50_s']} s | "
             f"{lag['p99_s']} s | {lag['max_s']} s |",
             f"| lag idle (before the load) | {idle['samples']} | {idle.get('p50_s')} s | "
             f"{idle.get('p99_s')} s | {idle.get('max_s')} s |", "",
-            f"Resolution: a beat is written on db-01 every {rp['beat_period_s']} s (its own "
+            f"Resolution: a beat is written on {primary} every {rp['beat_period_s']} s (its own "
             f"table, `DATETIME(6)`), the replica's copy read every {rp['sample_period_s']} s; "
             "lag = now - the replicated beat - one beat period, clipped at 0 (all containers "
             "share one clock). A lag under 0.1 s reads as 0; the stack's own heartbeat (1 s) "
@@ -281,6 +346,7 @@ def replication_section(rp: dict, caption: str) -> list[str]:
 
 def generate(path: Path) -> str:
     data = json.loads(path.read_text())
+    data["drills"] = upgrade_drills(data.get("drills", {}))
     PLOTS.mkdir(parents=True, exist_ok=True)
     machine = data["machine"]
     caption = f"{one_line(machine)} ({path.name})"
@@ -314,7 +380,8 @@ WHERE = [
     "only the floating IP's ports 80/443, not a web server directly; running both sides from "
     "one place, with the same wrk binary and the same path into the lab's bridge, keeps the "
     "comparison fair.",
-    "- **Failure drills**: the request stream runs in `client` (`bench/stream.py`, python3, a "
+    "- **Failure drills**: the request stream runs in `client` (`lab/toolkit/client_stream.py`, "
+    "python3, a "
     "new verified HTTPS connection per request, like independent users).",
     "- **sysbench** runs on the control machine inside web-01's network namespace (`nsenter "
     "--net`) because the firewall lets only app servers (and databases, monitoring) reach "

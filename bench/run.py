@@ -5,7 +5,7 @@ docs/benchmarks.md and its plots (bench/report.py).
     .venv/bin/python bench/run.py                      every stage (deploy speed first)
     .venv/bin/python bench/run.py --stage dataplane    one stage: deploy, dataplane, drills,
                                                        replication (repeatable)
-    .venv/bin/python bench/run.py --stage drills --drill web_pause
+    .venv/bin/python bench/run.py --stage drills --drill web_pause --repeat 5
 
 Each step takes the shared lab lock (/tmp/ha-webstack-lab.lock) itself, one drill or wrk
 comparison at a time, so do not wrap this in `flock` (it would wait for itself). A stage run on
@@ -38,7 +38,7 @@ def run_stage(stage: str, args) -> dict:
     if stage == "dataplane":
         return dataplane.run(lock)
     if stage == "drills":
-        return drills.run(args.drill, lock)
+        return drills.run(args.drill, lock, args.repeat)
     return replication.run(lock)
 
 
@@ -48,6 +48,8 @@ def main() -> None:
                         help="repeatable; default: all")
     parser.add_argument("--drill", action="append", choices=list(drills.DRILLS),
                         help="with --stage drills: only these drills (repeatable)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each drill N times (default: 1)")
     parser.add_argument("--no-lock", action="store_true",
                         help="do not take the lab lock (you already hold it)")
     args = parser.parse_args()

@@ -6,10 +6,12 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, http_get, lab_hosts, run_deploy, systemd_pid, wait_until
+from lab.toolkit.deploy import ROOT, run_deploy
+from lab.toolkit.hosts import group, run, systemd_pid, wait_until
+from lab.toolkit.http import http_get
 
-pytestmark = pytest.mark.lab
-WEB = lab_hosts("webservers")
+readonly = pytest.mark.readonly
+WEB = pytest.mark.hosts("webservers")
 UNIT = "ha-webstack-app"
 
 
@@ -19,30 +21,44 @@ def _post(url, body: bytes, content_type="application/json"):
     return status, json.loads(text)
 
 
-@pytest.mark.parametrize("name", WEB)
-def test_app_runs_under_systemd_on_localhost_only(hosts, name):
-    h = hosts[name]
+@readonly
+@WEB
+def test_app_runs_under_systemd_on_localhost_only(hosts, stack, name):
+    h, port = hosts[name], stack.host(name).app_port
     assert h.service(UNIT).is_running and h.service(UNIT).is_enabled
-    assert h.socket("tcp://127.0.0.1:8000").is_listening
-    assert not h.socket("tcp://0.0.0.0:8000").is_listening
-    assert h.process.filter(user="webapp", comm="gunicorn")
+    assert h.socket(f"tcp://127.0.0.1:{port}").is_listening
+    assert not h.socket(f"tcp://0.0.0.0:{port}").is_listening
+    assert h.process.filter(user="webapp")
 
 
-@pytest.mark.parametrize("name", WEB)
+@readonly
+@WEB
 def test_app_environment_file_is_root_only(hosts, name):
     f = hosts[name].file("/etc/ha-webstack-app.env")
     assert f.user == "root" and f.mode == 0o600
     assert "DB_PASSWORD=" in f.content_string
 
 
-@pytest.mark.parametrize("name", WEB)
-def test_healthz_answers_without_the_database(lab, name):
+@readonly
+@WEB
+def test_app_health_path_answers_through_nginx(stack, name):
+    h = stack.host(name)
+    status, headers, _ = http_get(f"http://{h.address}:{h.nginx_port}{h.app_health_path}")
+    assert status == 200 and headers["X-Served-By"] == name
+
+
+# --- the lab: the default app's contract ------------------------------------------------------
+
+@pytest.mark.lab
+@pytest.mark.parametrize("name", group("webservers"))
+def test_healthz_reports_server_and_version_without_the_database(lab, name):
     status, _, body = http_get(f"http://{lab.host(name).address}/healthz")
     version = (ROOT / "app/VERSION").read_text().strip()
     assert status == 200
     assert json.loads(body) == {"server": name, "status": "ok", "version": version}
 
 
+@pytest.mark.lab
 def test_health_db_reports_each_server_as_json(lab):
     _, headers, body = http_get(f"http://{lab.host('web-01').address}/health/db")
     report = json.loads(body)
@@ -52,6 +68,7 @@ def test_health_db_reports_each_server_as_json(lab):
     assert all({"reachable", "read_only", "lag_seconds"} <= s.keys() for s in report["servers"])
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("body, content_type, status, error", [
     (b'{"txt": "x"}', "application/json", 400, '"text" field'),
     (b'not json', "application/json", 400, '"text" field'),
@@ -66,6 +83,7 @@ def test_bad_note_input_gets_a_clear_4xx_json_error(lab, body, content_type, sta
     assert got == status and error in payload["error"]
 
 
+@pytest.mark.lab
 def test_unknown_path_is_a_json_404(lab):
     status, _, body = http_get(f"http://{lab.host('web-01').address}/no/such/page")
     assert status == 404 and "error" in json.loads(body)
@@ -85,21 +103,23 @@ def _render(url: str, tmp_path, shot_name: str) -> str:
                           timeout=120, check=True).stdout
 
 
+@pytest.mark.lab
 def test_status_page_renders_in_a_browser(lab, tmp_path):
     dom = _render(f"http://{lab.host('web-02').address}/", tmp_path, "status-page.png")
     assert 'id="served-by">web-02</strong>' in dom
     assert "Visit number" in dom and "DOWN" not in dom
 
 
-def test_status_page_renders_with_the_database_down(lab, hosts, tmp_path):
+@pytest.mark.lab
+def test_status_page_renders_with_the_database_down(lab, tmp_path):
     for db in ("db-01", "db-02"):
-        hosts[db].run("systemctl stop mariadb")
+        run(db, "systemctl", "stop", "mariadb")
     try:
         dom = _render(f"http://{lab.host('web-01').address}/", tmp_path,
                       "status-page-database-down.png")
     finally:
         for db in ("db-01", "db-02"):
-            hosts[db].run("systemctl start mariadb")
+            run(db, "systemctl", "start", "mariadb")
     assert 'id="served-by">web-01</strong>' in dom
     assert "The database is down" in dom and dom.count(">DOWN<") == 2
 
@@ -110,8 +130,9 @@ def test_status_page_renders_with_the_database_down(lab, hosts, tmp_path):
     assert wait_until(healthy, timeout=30) is not None
 
 
-def test_changing_only_the_app_code_restarts_only_the_app(hosts, tmp_path):
-    h = hosts["web-01"]
+@pytest.mark.lab
+def test_changing_only_the_app_code_restarts_only_the_app(tmp_path):
+    h = "web-01"
     app_pid, nginx_pid = systemd_pid(h, UNIT), systemd_pid(h, "nginx")
     changed = tmp_path / "app"
     shutil.copytree(ROOT / "app", changed, ignore=shutil.ignore_patterns("__pycache__"))
@@ -127,4 +148,4 @@ def test_changing_only_the_app_code_restarts_only_the_app(hosts, tmp_path):
         assert systemd_pid(h, "nginx") == nginx_pid
     finally:
         assert run_deploy("--limit", "web-01").returncode == 0
-    assert not h.file("/opt/ha-webstack-app/CHANGED-BY-TEST").exists
+    assert run(h, "test", "-e", "/opt/ha-webstack-app/CHANGED-BY-TEST").returncode == 1

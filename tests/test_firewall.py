@@ -1,5 +1,6 @@
-"""The firewall matches the policy: computed from webstack/policy.py and the inventory, probed
-from inside the lab (every allowed pair connects, every other pair is refused or times out)."""
+"""The firewall matches the policy: each host holds exactly the rules webstack/policy.py computes
+for it from the inventory (read-only, any inventory), and, in the lab, probes from every host
+find every allowed pair connecting and every other pair refused or timing out."""
 
 import socket
 import time
@@ -8,19 +9,30 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from tests.conftest import ROOT, docker_exec, lab_hosts, run_deploy
+from lab.toolkit.deploy import run_deploy
+from lab.toolkit.hosts import run
 from webstack import policy
-from webstack.settings import check_inventory
+from webstack.facts import UfwRules
 
-pytestmark = pytest.mark.lab
 PUBLIC_ON_VIP = (80, 443)  # HAProxy listens on the floating IP only
 
 
-@pytest.fixture(scope="module")
-def stack():
-    """The validated Stack of the lab inventory, as the deploy computes it."""
-    import runpy
-    return check_inventory(runpy.run_path(str(ROOT / "inventories/lab.py")))
+@pytest.mark.readonly
+@pytest.mark.hosts()
+def test_host_holds_exactly_the_policys_rules(hosts, stack, name):
+    """ufw's own rules files, parsed as the deploy parses them, against the computed policy."""
+    held = UfwRules().process(hosts[name].check_output(
+        "cat /etc/ufw/user.rules /etc/ufw/user6.rules").splitlines())
+    wanted = policy.rules_for(stack, stack.host(name))
+    assert sorted(held) == sorted(wanted)
+
+
+@pytest.mark.readonly
+@pytest.mark.hosts()
+def test_every_rule_names_its_policy_row(hosts, name):
+    status = hosts[name].check_output("ufw status")
+    rules = [line for line in status.splitlines()[4:] if line.strip()]
+    assert rules and all("# " in line and "/" in line.split("# ")[1] for line in rules), rules
 
 
 def _allowed(rules, source_address: str, port: int) -> bool:
@@ -53,7 +65,7 @@ def _probe_from_container(container: str, pairs: list[tuple[str, int]]) -> dict:
     script = " ".join(
         f"(timeout 2 bash -c 'exec 3<>/dev/tcp/{a}/{p}' 2>/dev/null && echo {a}:{p}:open "
         f"|| echo {a}:{p}:closed) &" for a, p in pairs) + " wait"
-    out = docker_exec(container, "bash", "-c", script, timeout=60).stdout
+    out = run(container, "bash", "-c", script, timeout=60).stdout
     return {(a, int(p)): state == "open" for a, p, state in
             (line.split(":") for line in out.split())}
 
@@ -78,6 +90,7 @@ def _word(is_open: bool) -> str:
     return "open" if is_open else "closed"
 
 
+@pytest.mark.lab
 def test_every_allowed_pair_connects_and_no_other(stack, lab):
     expected = _expected(stack, lab)
     wrong = []
@@ -99,10 +112,11 @@ def test_every_allowed_pair_connects_and_no_other(stack, lab):
     assert sum(expected.values()) > 20  # the matrix really has allowed pairs in it
 
 
+@pytest.mark.lab
 def test_internet_sees_only_https_on_the_floating_ip(lab):
     targets = [h.address for h in lab.managed_hosts] + [lab.floating_ip]
     # Every TCP port; a bounded rate, aimed only at the lab's own addresses.
-    scan = docker_exec("client", "nmap", "-Pn", "-n", "-p-", "-T5", "--min-rate", "20000",
+    scan = run("client", "nmap", "-Pn", "-n", "-p-", "-T5", "--min-rate", "20000",
                        "--max-retries", "1", "--open", "-oG", "-", *targets, timeout=600)
     assert scan.returncode == 0, scan.stderr
     open_ports = {}
@@ -114,23 +128,12 @@ def test_internet_sees_only_https_on_the_floating_ip(lab):
     assert open_ports == {lab.floating_ip: [80, 443]}
 
 
+@pytest.mark.lab
 def test_hand_made_rule_is_removed_by_the_next_deploy():
-    docker_exec("db-01", "ufw", "allow", "3306")
-    assert "3306                       ALLOW       Anywhere" in docker_exec(
-        "db-01", "ufw", "status").stdout
+    run("db-01", "ufw", "allow", "3306")
+    assert "3306                       ALLOW       Anywhere" in run("db-01", "ufw", "status").stdout
     result = run_deploy("--limit", "db-01")
     assert result.returncode == 0, result.stderr[-2000:]
-    status = docker_exec("db-01", "ufw", "status").stdout
+    status = run("db-01", "ufw", "status").stdout
     assert "Anywhere" not in status.split("--\n", 1)[1]
 
-
-@pytest.mark.parametrize("name", lab_hosts())
-def test_every_rule_names_its_policy_row(hosts, name):
-    status = hosts[name].check_output("ufw status")
-    rules = [line for line in status.splitlines()[4:] if line.strip()]
-    assert rules and all("# " in line and "/" in line.split("# ")[1] for line in rules), rules
-
-
-def test_policy_document_is_generated_from_the_policy():
-    text = (ROOT / "docs/firewall.md").read_text()
-    assert text == policy.DOC_HEADER + policy.markdown_table(), "run: make docs"

@@ -2,11 +2,10 @@
 
 import pytest
 
-from tests.conftest import changed_operations, run_deploy
-
-pytestmark = pytest.mark.lab
+from lab.toolkit.deploy import changed_operations, run_deploy
 
 
+@pytest.mark.lab
 def test_second_deploy_reports_no_changes():
     result = run_deploy("--json")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -5,15 +5,21 @@ import time
 
 import pytest
 
-from tests.conftest import docker_exec, http_get, lab_hosts, wait_until
+from lab.toolkit.hosts import run, wait_until
+from lab.toolkit.http import http_get
 
-pytestmark = pytest.mark.lab
+readonly = pytest.mark.readonly
 RECEIVED = "/var/lib/ha-alert-receiver/alerts.jsonl"
 
 
 @pytest.fixture(scope="module")
-def prometheus(lab):
-    return f"http://{lab.host('monitor-01').address}:9090"
+def monitor(stack):
+    return stack.group("monitoring")[0]
+
+
+@pytest.fixture(scope="module")
+def prometheus(monitor):
+    return f"http://{monitor.address}:{monitor.prometheus_port}"
 
 
 def _targets(prometheus):
@@ -24,7 +30,7 @@ def _targets(prometheus):
 
 def _received_since(mark: float) -> list[dict]:
     """Alerts the lab receiver got that started, or ended, after the mark."""
-    out = docker_exec("monitor-01", "cat", RECEIVED).stdout
+    out = run("monitor-01", "cat", RECEIVED).stdout
     alerts = []
     for line in out.splitlines():
         alerts += json.loads(line)["alerts"]
@@ -43,63 +49,74 @@ def _has(alerts, name, instance_key, instance, status):
                and a["status"] == status for a in alerts)
 
 
-@pytest.mark.parametrize("service", ["prometheus", "prometheus-alertmanager",
-                                     "prometheus-blackbox-exporter", "ha-alert-receiver"])
-def test_monitoring_services_run(hosts, service):
-    assert hosts["monitor-01"].service(service).is_running
-    assert hosts["monitor-01"].service(service).is_enabled
+@readonly
+@pytest.mark.hosts("monitoring")
+def test_monitoring_services_run(hosts, stack, name):
+    services = ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]
+    if stack.host(name).alert_receiver_lab:
+        services.append("ha-alert-receiver")
+    for service in services:
+        assert hosts[name].service(service).is_running, service
+        assert hosts[name].service(service).is_enabled, service
 
 
-def test_configs_pass_their_checkers(hosts):
-    h = hosts["monitor-01"]
+@readonly
+@pytest.mark.hosts("monitoring")
+def test_configs_pass_their_checkers(hosts, name):
+    h = hosts[name]
     assert h.run("promtool check config /etc/prometheus/prometheus.yml").rc == 0
     assert h.run("amtool check-config /etc/prometheus/alertmanager.yml").rc == 0
 
 
-def test_uis_listen_on_own_address_for_admins_only(lab, prometheus):
+@readonly
+def test_uis_answer_the_admin_side(monitor, prometheus):
     assert http_get(f"{prometheus}/-/ready")[0] == 200
-    assert http_get(f"http://{lab.host('monitor-01').address}:9093/-/ready")[0] == 200
+    assert http_get(f"http://{monitor.address}:{monitor.alertmanager_port}/-/ready")[0] == 200
+
+
+@pytest.mark.lab
+def test_uis_are_closed_to_the_internet(lab):
     for port in (9090, 9093):
-        assert docker_exec("client", "curl", "-s", "-m", "3",
-                           f"http://{lab.host('monitor-01').address}:{port}/").returncode != 0
+        assert run("client", "curl", "-s", "-m", "3",
+                   f"http://{lab.host('monitor-01').address}:{port}/").returncode != 0
 
 
-def test_every_scrape_target_is_up(prometheus, lab):
+@readonly
+def test_every_scrape_target_is_up(prometheus, stack):
     def all_up():
         return all(t["health"] == "up" for t in _targets(prometheus))
     assert wait_until(all_up, timeout=60, interval=2) is not None, [
         (t["labels"]["instance"], t["lastError"]) for t in _targets(prometheus)
         if t["health"] != "up"]
     instances = {(t["labels"]["job"], t["labels"]["instance"]) for t in _targets(prometheus)}
-    for name in lab_hosts():
-        assert ("node", name) in instances
-    for name in lab_hosts("webservers"):
-        assert ("nginx", name) in instances
-    for name in lab_hosts("loadbalancers"):
-        assert ("haproxy", name) in instances
-    for name in lab_hosts("databases"):
-        assert ("mysqld", name) in instances
+    expected = {("node", h.name) for h in stack.hosts}
+    expected |= {("nginx", h.name) for h in stack.group("webservers")}
+    expected |= {("haproxy", h.name) for h in stack.group("loadbalancers")}
+    expected |= {("mysqld", h.name) for h in stack.group("databases")}
+    assert expected <= instances, sorted(expected - instances)
     assert ("blackbox", "floating-ip") in instances
 
 
 def _breaks_and_alerts(host, service: str, alert: str, label: str, value: str):
     """Stop a service: the alert must reach the receiver within 90 s, then resolve."""
     mark = time.time()
-    host.run(f"systemctl stop {service}")
+    run(host, "systemctl", "stop", service)
     try:
         fired = wait_until(lambda: _has(_received_since(mark), alert, label, value, "firing"),
                            timeout=90, interval=2)
     finally:
-        host.run(f"systemctl start {service}")
+        run(host, "systemctl", "start", service)
     assert fired is not None, f"{alert} did not reach the receiver within 90 s"
     resolved = wait_until(lambda: _has(_received_since(mark), alert, label, value, "resolved"),
                           timeout=90, interval=2)
     assert resolved is not None, f"{alert} did not resolve after {service} came back"
 
 
-def test_stopped_web_server_alerts_and_resolves(hosts):
-    _breaks_and_alerts(hosts["web-02"], "nginx", "WebServerDownInHAProxy", "server", "web-02")
+@pytest.mark.lab
+def test_stopped_web_server_alerts_and_resolves():
+    _breaks_and_alerts("web-02", "nginx", "WebServerDownInHAProxy", "server", "web-02")
 
 
-def test_stopped_replica_fires_the_replication_alert(hosts):
-    _breaks_and_alerts(hosts["db-02"], "mariadb", "ReplicationStopped", "instance", "db-02")
+@pytest.mark.lab
+def test_stopped_replica_fires_the_replication_alert():
+    _breaks_and_alerts("db-02", "mariadb", "ReplicationStopped", "instance", "db-02")

@@ -5,10 +5,13 @@ import ssl
 import pytest
 from cryptography import x509
 
-from tests.conftest import RequestStream, changed_operations, docker_exec, run_deploy
+from lab.toolkit.deploy import changed_operations, run_deploy
+from lab.toolkit.hosts import group, haproxy_runtime
+from lab.toolkit.streams import Stream
+from webstack.haproxy import PEM_PATH
 
 pytestmark = pytest.mark.lab
-BALANCERS = ("lb-01", "lb-02")
+BALANCERS = group("loadbalancers")
 
 
 def served_serial(lab) -> int:
@@ -19,19 +22,18 @@ def served_serial(lab) -> int:
 
 def loaded_serial(lb: str) -> int:
     """The serial of the certificate a balancer's running HAProxy has loaded."""
-    out = docker_exec(lb, "bash", "-c", "echo 'show ssl cert /etc/haproxy/certs/site.pem' "
-                                        "| socat stdio /run/haproxy/admin.sock").stdout
+    out = haproxy_runtime(lb, f"show ssl cert {PEM_PATH}")
     return int(next(line.split()[1] for line in out.splitlines() if line.startswith("Serial:")), 16)
 
 
 def test_rotation_drops_no_request_and_both_balancers_serve_the_new_certificate(lab):
     before = served_serial(lab)
-    with RequestStream(f"https://{lab.floating_ip}/healthz", max_seconds=120) as stream:
+    with Stream("/healthz", rate=10) as stream:
         result = run_deploy(deploy="ops/rotate_certificate.py")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    print(f"\ncertificate rotation: {len(stream.results)} HTTPS requests (each a new TLS "
+    print(f"\ncertificate rotation: {len(stream.records)} HTTPS requests (each a new TLS "
           f"connection), {len(stream.failures)} failed")
-    assert len(stream.results) > 20 and stream.failures == []
+    assert len(stream.records) > 20 and stream.failures == []
     after = served_serial(lab)
     assert after != before
     assert {lb: loaded_serial(lb) for lb in BALANCERS} == dict.fromkeys(BALANCERS, after)

@@ -8,25 +8,14 @@ import subprocess
 
 import pytest
 
-from tests.conftest import (
-    WriteStream,
-    caught_up,
-    docker_exec,
-    replica_status,
-    run_deploy,
-    sql,
-    wait_until,
-)
+from lab.toolkit.deploy import run_deploy
+from lab.toolkit.hosts import caught_up, docker, mariadb_answers, run, sql, wait_until
+from lab.toolkit.hosts import replicating as replicates_from
+from lab.toolkit.streams import Stream
 
 pytestmark = pytest.mark.lab
 OP = "ops/promote_replica.py"
 NEW_PRIMARY = {"LAB_DB_PRIMARY": "db-02"}  # the lab's "update the inventory" step
-
-
-def replicates_from(host: str, primary_address: str) -> bool:
-    status = replica_status(host)
-    return (status.get("Master_Host") == primary_address
-            and status.get("Slave_IO_Running") == status.get("Slave_SQL_Running") == "Yes")
 
 
 def promote(target: str, *extra: str, env: dict | None = None,
@@ -59,15 +48,14 @@ def switch_back_to_db01(lab):
 
 def test_planned_switchover_under_writes_loses_nothing(lab):
     db1, db2 = lab.host("db-01").address, lab.host("db-02").address
-    with WriteStream(lab.floating_ip, "switchover") as stream:
+    with Stream("/api/notes", method="POST") as stream:
         assert stream.wait_for(20)
         result = promote("db-02")
-        assert stream.wait_for(40), f"writes did not resume: {stream.failed[-5:]}"
-    print(f"\nplanned switchover: {len(stream.failed)} of "
-          f"{len(stream.failed) + len(stream.acked)} writes failed, within "
-          f"{stream.failure_window():.1f} s")
+        assert stream.wait_for(40), f"writes did not resume: {stream.failures[-5:]}"
+    print(f"\nplanned switchover: {len(stream.failures)} of {len(stream.records)} writes "
+          f"failed, within {stream.failure_window():.1f} s")
     assert "Now update the inventory: put db-02 in the group db_primary" in result.stdout
-    assert stream.failure_window() < 10, f"writes failed for too long: {stream.failed}"
+    assert stream.failure_window() < 10, f"writes failed for too long: {stream.failures}"
     assert list(stream.acked.values())[-1] == db2  # the app writes to the new primary
     assert sql("db-02", "SELECT @@global.read_only") == "0"
     assert sql("db-01", "SELECT @@global.read_only") == "1"
@@ -92,23 +80,22 @@ def test_planned_switchover_under_writes_loses_nothing(lab):
 
 def test_unplanned_failover_then_the_old_primary_rejoins(lab):
     db2 = lab.host("db-02").address
-    with WriteStream(lab.floating_ip, "before-crash") as before:
+    with Stream("/api/notes", method="POST") as before:
         assert before.wait_for(10)
     assert wait_until(lambda: caught_up("db-02", "db-01"), 30) is not None
-    subprocess.run(["docker", "stop", "db-01"], check=True, capture_output=True)
+    docker("stop", "db-01")
     try:
         result = promote("db-02", "--data", "mysql_failover_mode=unplanned",
                          "--data", "ssh_connect_retries=0", unreachable="db-01")
         assert "db-01 is fenced" in result.stdout
-        with WriteStream(lab.floating_ip, "after-failover") as after:
-            assert after.wait_for(20), f"writes fail after the failover: {after.failed[-5:]}"
+        with Stream("/api/notes", method="POST") as after:
+            assert after.wait_for(20), f"writes fail after the failover: {after.failures[-5:]}"
         assert set(after.acked.values()) == {db2}
     finally:
-        subprocess.run(["docker", "start", "db-01"], check=True, capture_output=True)
+        docker("start", "db-01")
 
     # db-01 is back, still believing it is the primary. The updated inventory re-seeds it.
-    assert wait_until(lambda: docker_exec("db-01", "mariadb", "-e", "SELECT 1").returncode == 0,
-                      60) is not None
+    assert wait_until(lambda: mariadb_answers("db-01"), 60) is not None
     result = run_deploy(env=NEW_PRIMARY)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "Re-seed from db-02 (an unplanned failover fenced it)" in result.stderr
@@ -117,7 +104,7 @@ def test_unplanned_failover_then_the_old_primary_rejoins(lab):
     for host in ("db-01", "db-02"):
         assert present(host, after.acked) == set(after.acked)
     assert present("db-01", before.acked) == set(before.acked)
-    backups = docker_exec("db-01", "ls", "/var/backups/ha-webstack").stdout
+    backups = run("db-01", "ls", "/var/backups/ha-webstack").stdout
     assert ".sql.gz" in backups, "the old primary's data was not kept before the re-seed"
 
     switch_back_to_db01(lab)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_deploy
+from lab.toolkit.deploy import ROOT, run_deploy
 from webstack.settings import SettingsError, _build, _read_group_data, hosts_from_inventory
 
 GOOD = {

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
+from lab.toolkit.deploy import ROOT
 from lab.topology import DEFAULT_SUBNET, Topology
-from tests.conftest import ROOT
 from webstack.settings import _read_group_data
 
 ARCHITECTURE = (ROOT / "docs/architecture.md").read_text()

@@ -1,11 +1,12 @@
-"""A paced, bounded request stream; runs inside the `client` container (python3, stdlib only).
+"""A paced, bounded request stream; runs inside the lab's `client` host (python3, stdlib only).
 
-    docker exec -i client python3 - URL [options] < bench/stream.py
+    docker exec -i client python3 - URL [options] < lab/toolkit/client_stream.py
 
 Sends one request every 1/rate s (each on a new HTTPS connection, like independent users),
-verified against the lab CA, until --seconds have passed or the stop file appears. Prints one
-JSON document: a record per request [start, end, status or error name, X-Served-By, note id],
-times in wall-clock seconds (every lab container shares the machine's clock).
+verified against the stack's CA, until --seconds have passed, --count requests were sent or the
+stop file appears. Prints one JSON line per finished request as it finishes:
+{"start", "end", "status" (a number, or the error's name), "served_by", "id", "written_to"};
+times are wall-clock seconds (every lab host shares the machine's clock).
 """
 
 import argparse
@@ -26,20 +27,20 @@ def parse_args():
     p.add_argument("--rate", type=float, default=50.0, help="requests per second")
     p.add_argument("--seconds", type=float, default=60.0, help="upper bound on the duration")
     p.add_argument("--method", choices=["GET", "POST"], default="GET")
-    p.add_argument("--tag", default="bench", help="POST: note text prefix, <tag>-<n>")
-    p.add_argument("--ca", default="/tmp/ha-webstack-lab-ca.crt")
-    p.add_argument("--stop-file", default="/tmp/ha-webstack-stream.stop")
+    p.add_argument("--tag", default="stream", help="POST: note text prefix, <tag>-<n>")
+    p.add_argument("--ca", required=True)
+    p.add_argument("--stop-file", required=True)
     p.add_argument("--timeout", type=float, default=10.0, help="per request")
     return p.parse_args()
 
 
-def one_request(args, context, n: int) -> list:
+def one_request(args, context, n: int) -> dict:
     url = urllib.parse.urlsplit(args.url)
     body, headers = None, {}
     if args.method == "POST":
         body = json.dumps({"text": f"{args.tag}-{n}"})
         headers = {"Content-Type": "application/json"}
-    start = time.time()
+    record = {"start": time.time(), "served_by": "", "id": None, "written_to": None}
     try:
         conn = http.client.HTTPSConnection(url.hostname, url.port or 443, context=context,
                                            timeout=args.timeout)
@@ -47,12 +48,14 @@ def one_request(args, context, n: int) -> list:
         resp = conn.getresponse()
         data = resp.read()
         conn.close()
-        note_id = None
+        record.update(status=resp.status, served_by=resp.getheader("X-Served-By", ""))
         if args.method == "POST" and resp.status == 201:
-            note_id = json.loads(data).get("id")
-        return [start, time.time(), resp.status, resp.getheader("X-Served-By", ""), note_id]
+            note = json.loads(data)
+            record.update(id=note.get("id"), written_to=note.get("written_to"))
     except (OSError, http.client.HTTPException, ValueError) as e:
-        return [start, time.time(), type(e).__name__, "", None]
+        record["status"] = type(e).__name__
+    record["end"] = time.time()
+    return record
 
 
 def main():
@@ -60,27 +63,22 @@ def main():
     context = ssl.create_default_context(cafile=args.ca)
     if os.path.exists(args.stop_file):
         os.unlink(args.stop_file)
-    records, lock = [], threading.Lock()
-    max_requests = int(args.rate * args.seconds)
+    lock = threading.Lock()
 
     def run(n):
-        record = one_request(args, context, n)
+        line = json.dumps(one_request(args, context, n))
         with lock:
-            records.append(record)
+            print(line, flush=True)
 
     # Enough workers that a stalled server does not slow the pace for the others.
     with ThreadPoolExecutor(max_workers=64) as pool:
         t0 = time.monotonic()
-        for n in range(max_requests):
-            due = t0 + n / args.rate
-            time.sleep(max(0.0, due - time.monotonic()))
+        for n in range(int(args.rate * args.seconds)):
+            time.sleep(max(0.0, t0 + n / args.rate - time.monotonic()))
             if os.path.exists(args.stop_file):
                 break
             pool.submit(run, n)
-    records.sort(key=lambda r: r[0])
-    json.dump({"url": args.url, "method": args.method, "rate": args.rate, "records": records},
-              sys.stdout)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The failure drills: each breaks one thing under a stream through the floating IP (streams.py),
+repairs it (or lets systemd/keepalived do so), waits until the stack is whole again, and reports.
+
+One drill, one instrument, one verdict: tests/test_drills.py runs each drill once and asserts its
+verdict; `make bench` (bench/drills.py) runs it many times and reports the figures and how often
+the verdict held. A verdict is the list of the stack's promises the run broke ([] = held).
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lab.toolkit.hosts import (
+    all_in_rotation,
+    caught_up,
+    db_roles_as_built,
+    docker,
+    in_rotation,
+    lab_lock,
+    mariadb_answers,
+    note_ids,
+    primary,
+    replica,
+    replicating,
+    restore,
+    run,
+    sql,
+    systemd_pid,
+    vip_holders,
+    wait_until,
+)
+from lab.toolkit.streams import Stream
+
+WEB = "web-01"  # the web server the web-tier drills break
+
+
+@dataclass(frozen=True)
+class Drill:
+    name: str
+    what: str                                # the fault, as the report names it
+    action: Callable[[], dict]               # breaks, repairs, measures: a result dict
+    verdict: Callable[[dict], list[str]]     # the promises this result broke
+
+
+def _r(value: float | None, plus: float = 0.0):
+    return None if value is None else round(value + plus, 2)
+
+
+def _since(t: float, predicate, timeout: float) -> float | None:
+    """Seconds from wall-clock time t until predicate() holds; None if not within timeout."""
+    return _r(time.time() - t) if wait_until(predicate, timeout) is not None else None
+
+
+# --- the web tier -------------------------------------------------------------------------
+
+def _out_and_back(fault: str, do_fault, hold_s: float, fix: str, do_fix) -> dict:
+    """Break WEB under a stream, hold the fault for hold_s, repair it: when HAProxy took it out
+    of rotation, and how long after the repair it was whole again (and serving)."""
+    with Stream("/healthz", baseline_s=2) as s:
+        t = s.mark(fault)
+        do_fault()
+        out = wait_until(lambda: not in_rotation(WEB), 15)
+        time.sleep(max(0.0, hold_s - (time.time() - t)))
+        t_fix = s.mark(fix)
+        do_fix()
+        whole = _since(t_fix, lambda: in_rotation(WEB), 30)
+        serves = wait_until(lambda: WEB in s.served_by_after(t_fix), 15) is not None
+    return {**s.summary(), "out_of_rotation_s": _r(out), "whole_again_s": whole,
+            "whole_again_from": fix, "serves_again": serves}
+
+
+def _no_failed_request_and_back(result: dict) -> list[str]:
+    problems = []
+    if result["failed"]:
+        problems.append(f"{result['failed']} of {result['sent']} requests failed: "
+                        f"{result['failures_by_kind']}")
+    if result.get("whole_again_s") is None:
+        problems.append(f"{WEB} did not come back into rotation")
+    if result.get("serves_again") is False:
+        problems.append(f"{WEB} answered no request after it came back")
+    return problems
+
+
+def nginx_graceful_stop() -> dict:
+    return _out_and_back(
+        f"systemctl stop nginx ({WEB})", lambda: run(WEB, "systemctl", "stop", "nginx",
+                                                     check=True), 4,
+        "systemctl start nginx", lambda: run(WEB, "systemctl", "start", "nginx", check=True))
+
+
+def web_kill9() -> dict:
+    # nginx has no Restart=: it is started again; the app restarts itself (Restart=always).
+    return _out_and_back(
+        f"kill -9 nginx + app ({WEB})",
+        lambda: run(WEB, "systemctl", "kill", "--signal=KILL", "nginx", "ha-webstack-app",
+                    check=True), 3,
+        "systemctl start nginx", lambda: run(WEB, "systemctl", "start", "nginx", check=True))
+
+
+def app_kill9() -> dict:
+    """The app alone: nginx stays up and answers 502 until systemd has restarted gunicorn."""
+    with Stream("/healthz", baseline_s=2) as s:
+        t = s.mark(f"kill -9 the app only ({WEB})")
+        run(WEB, "systemctl", "kill", "--signal=KILL", "ha-webstack-app", check=True)
+        whole = _since(t, lambda: run(WEB, "curl", "-sf", "-o", "/dev/null",
+                                      "http://127.0.0.1/healthz").returncode == 0
+                       and in_rotation(WEB), 30)
+        serves = wait_until(lambda: WEB in s.served_by_after(t + (whole or 0)), 15) is not None
+    return {**s.summary(), "whole_again_s": whole, "whole_again_from": "kill",
+            "serves_again": serves}
+
+
+def web_pause(seconds: float = 8) -> dict:
+    return _out_and_back(f"docker pause {WEB}", lambda: docker("pause", WEB), seconds,
+                         f"docker unpause {WEB}", lambda: docker("unpause", WEB))
+
+
+def _slowest_bounded(result: dict) -> list[str]:
+    """A frozen server holds requests until HAProxy's checks take it out: bounded, none lost."""
+    problems = _no_failed_request_and_back(result)
+    if result["slowest_request_s"] > 5:
+        problems.append(f"a request took {result['slowest_request_s']} s (bound: 5 s)")
+    return problems
+
+
+# --- the load balancers -------------------------------------------------------------------
+
+def haproxy_kill9() -> dict:
+    with Stream("/healthz", baseline_s=2) as s:
+        t = s.mark("kill -9 haproxy (lb-01)")
+        run("lb-01", "systemctl", "kill", "--signal=KILL", "haproxy", check=True)
+        seen: set[str] = set()
+
+        def whole() -> bool:  # also notes whether keepalived moved the VIP meanwhile
+            holders = vip_holders()
+            seen.update(holders)
+            return holders == ["lb-01"] and all_in_rotation()
+
+        back = _since(t, whole, 60)
+    return {**s.summary(), "whole_again_s": back, "whole_again_from": "kill",
+            "vip_moved_to_lb02": "lb-02" in seen}
+
+
+def _whole_again(result: dict) -> list[str]:
+    return [] if result.get("whole_again_s") is not None else ["the stack was not whole again"]
+
+
+def lb_stop() -> dict:
+    """lb-01's host stops: keepalived on lb-02 takes the floating IP; lb-01 takes it back."""
+    with Stream("/healthz", baseline_s=2) as s:
+        t = s.mark("docker stop lb-01")
+        docker("stop", "-t", "2", "lb-01")
+        moved = _since(t, lambda: vip_holders() == ["lb-02"], 20)
+        answered = wait_until(lambda: s.served_by_after(t), 10) is not None
+        s.mark("docker start lb-01")
+        docker("start", "lb-01")
+        back = wait_until(lambda: vip_holders() == ["lb-01"] and all_in_rotation(), 90)
+        s.mark("VIP back on lb-01")
+    return {**s.summary(), "vip_on_lb02_after_s": moved, "answered_via_lb02": answered,
+            "whole_again_s": _r(back), "whole_again_from": "lb-01 started"}
+
+
+def _vip_moved_and_back(result: dict) -> list[str]:
+    problems = _whole_again(result)
+    if result["vip_on_lb02_after_s"] is None:
+        problems.append("the floating IP did not move to lb-02 within 20 s")
+    if not result["answered_via_lb02"]:
+        problems.append("the stack did not answer through lb-02")
+    return problems
+
+
+# --- the databases ------------------------------------------------------------------------
+
+def _writes(fault: str, do_fault, whole) -> dict:
+    """A write stream, a fault on a database; afterwards: where every acknowledged note is."""
+    p, r = primary(), replica()
+    with Stream("/api/notes", method="POST", baseline_s=2) as s:
+        s.wait_for(10)
+        t = s.mark(fault)
+        do_fault()
+        took = _since(t, whole, 120)
+        resumed = s.wait_for(10)
+        s.mark(f"{r} caught up")
+    on = {h: note_ids(h, s.tag) for h in (p, r)}
+    sql(p, f"DELETE FROM webstack.notes WHERE text LIKE '{s.tag}-%'")  # leave no trace
+    acked = set(s.acked)
+    return {**s.summary(), "whole_again_s": took, "whole_again_from": fault,
+            "writes_resumed": resumed, "writes_acknowledged": len(acked),
+            "acknowledged_missing": {h: sorted(acked - ids) for h, ids in on.items()},
+            "unacknowledged_but_stored": len(on[p] - acked)}
+
+
+def _no_acknowledged_write_lost(result: dict) -> list[str]:
+    problems = _whole_again(result)
+    if not result["writes_resumed"]:
+        problems.append("writes did not resume")
+    problems += [f"{len(ids)} acknowledged writes missing on {h}: {ids[:10]}"
+                 for h, ids in result["acknowledged_missing"].items() if ids]
+    return problems
+
+
+def replica_kill9() -> dict:
+    r, p = replica(), primary()
+    # systemd restarts mariadbd (Restart=on-abnormal); replication resumes from its GTID position.
+    return _writes(f"kill -9 mariadbd ({r})",
+                   lambda: run(r, "kill", "-9", str(systemd_pid(r, "mariadb")), check=True),
+                   lambda: replicating(r) and caught_up(r, p, 30))
+
+
+def _nothing_failed_either(result: dict) -> list[str]:
+    problems = _no_acknowledged_write_lost(result)
+    if result["failed"]:
+        problems.append(f"{result['failed']} writes failed although only the replica died")
+    return problems
+
+
+def primary_restart() -> dict:
+    p, r = primary(), replica()
+    return _writes(f"systemctl restart mariadb ({p})",
+                   lambda: run(p, "systemctl", "restart", "mariadb", timeout=180, check=True),
+                   lambda: mariadb_answers(p) and replicating(r) and caught_up(r, p, 30))
+
+
+DRILLS = {d.name: d for d in (
+    Drill("nginx_graceful_stop", "systemctl stop nginx on a web server", nginx_graceful_stop,
+          _no_failed_request_and_back),
+    Drill("web_kill9", "kill -9 of nginx and the app on a web server", web_kill9,
+          _no_failed_request_and_back),
+    Drill("app_kill9", "kill -9 of the app alone on a web server", app_kill9,
+          _no_failed_request_and_back),
+    Drill("web_pause", "a web server frozen for 8 s (docker pause)", web_pause, _slowest_bounded),
+    Drill("haproxy_kill9", "kill -9 of HAProxy on the active balancer", haproxy_kill9,
+          _whole_again),
+    Drill("lb_stop", "the active balancer's host stopped", lb_stop, _vip_moved_and_back),
+    Drill("replica_kill9", "kill -9 of mariadbd on the replica", replica_kill9,
+          _nothing_failed_either),
+    Drill("primary_restart", "systemctl restart mariadb on the primary", primary_restart,
+          _no_acknowledged_write_lost),
+)}
+
+
+def run_drill(name: str, lock: bool = True) -> dict:
+    """One drill on a lab as built, under the lab lock; the lab is left whole (repaired if
+    need be) and the result carries its verdict ('problems': [] when every promise held)."""
+    drill = DRILLS[name]
+    with lab_lock(lock):
+        if name in ("replica_kill9", "primary_restart") and (wrong := db_roles_as_built()):
+            return {"skipped": f"the databases are not as built: {wrong}", "problems": [wrong]}
+        try:
+            result = drill.action()
+        finally:
+            repaired = restore()
+    return {**result, "repaired_afterwards": repaired, "problems": drill.verdict(result)}
+
