@@ -39,6 +39,7 @@ docs: $(VENV)/.installed
 ## check: the fast tier, no lab needed: lint and unit tests (under a minute).
 check: $(VENV)/.installed promtool
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(PYTEST) -q tests/unit
 
 # promtool (from Debian's prometheus package) unit-tests the alert rules. Installing the package
