@@ -43,11 +43,12 @@ check: $(VENV)/.installed promtool
 	$(PYTEST) -q tests/unit
 
 # promtool (from Debian's prometheus package) unit-tests the alert rules. Installing the package
-# may start a Prometheus here on a machine without systemd; only promtool is wanted.
+# may start a Prometheus here on a machine without systemd; only promtool is wanted. pkill stays
+# in this machine's PID namespace: the lab's monitor-01 runs a Prometheus of its own.
 promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
-	  && { pkill -x prometheus || true; }; }
+	  && { pkill -x --ns $$$$ --nslist pid prometheus || true; }; }
 
 # Tools the tests use on the control machine (Debian packages): a browser for the status page,
 # a MariaDB client for logins made from inside a lab host's network namespace.
