@@ -10,13 +10,12 @@ from pyinfra.operations import server
 
 from webstack.context import me, stack
 from webstack.facts import UfwRules, UfwStatus
-from webstack.policy import rules_for
+from webstack.policy import rules_for, stale_rule_removals
 
 DEFAULTS = "deny (incoming), allow (outgoing), deny (routed)"
 
 
 wanted = rules_for(stack(), me())
-wanted_keys = {r.key for r in wanted}
 present = {r.key: r for r in host.get_fact(UfwRules)}
 status = host.get_fact(UfwStatus)
 
@@ -38,8 +37,5 @@ if status["logging"] != ("off" if logging == "off" else f"on ({logging})"):
 if not status["active"]:
     server.shell(name="ufw: enable", commands=["ufw --force enable"])
 
-for key, rule in sorted(present.items()):
-    if key not in wanted_keys:
-        server.shell(name=f"ufw: remove stale rule {rule.comment or ''} "
-                          f"({rule.proto}/{rule.port} from {rule.source})",
-                     commands=[f"ufw delete {rule.ufw_spec()}"])
+for name, command in stale_rule_removals(list(present.values()), wanted):
+    server.shell(name=name, commands=[command])

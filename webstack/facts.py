@@ -22,13 +22,22 @@ class UfwRules(FactBase):
         for line in output:
             if not line.startswith("### tuple ### "):
                 continue
+            # ufw 0.36: action proto dport dst sport src [dapp sapp] direction [comment=hex],
+            # dapp/sapp only in an application-profile rule ("-" for none, spaces as %20).
             fields = line.split()[3:]
             action, proto, dport, _dst, _sport, src = fields[:6]
+            rest = [f for f in fields[6:] if not f.startswith("comment=")]
+            dapp, sapp = rest[:2] if len(rest) == 3 else ("-", "-")
             comment = next((bytes.fromhex(f[8:]).decode() for f in fields
                             if f.startswith("comment=")), "")
-            rule = Rule(action, proto, dport, normalize_source(src), comment)
+            rule = Rule(action, proto, dport, normalize_source(src), comment,
+                        app=_app_name(dapp), source_app=_app_name(sapp))
             rules[rule.key] = rule
         return list(rules.values())
+
+
+def _app_name(field: str) -> str:
+    return "" if field == "-" else field.replace("%20", " ")
 
 
 class UfwStatus(FactBase):

@@ -9,6 +9,7 @@ A group source never includes the target host itself (a host reaches itself over
 Ports are numbers or the name of the setting that holds the number.
 """
 
+import shlex
 from dataclasses import dataclass
 from ipaddress import ip_network
 
@@ -51,15 +52,54 @@ class Rule:
     port: str     # "any" for portless protocols
     source: str   # an address, a CIDR, or "any"
     comment: str = ""
+    # An application-profile rule (`ufw allow OpenSSH`, `... from X app NAME`): the profile's
+    # name on the destination (app) or source (source_app) side. proto and port are then what
+    # the profile expanded to when the rule was added. The deploy's own rules never use one.
+    app: str = ""
+    source_app: str = ""
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.action, self.proto, self.port, self.source)
+    def key(self) -> tuple[str, ...]:
+        return (self.action, self.proto, self.port, self.source, self.app, self.source_app)
 
     def ufw_spec(self) -> str:
-        """The rule as ufw's command line takes it: `allow from X to any port P proto tcp`."""
+        """The rule as ufw's command line takes it: `allow from X to any port P proto tcp`, or
+        for an application rule `allow from X to any app NAME` (ufw takes no proto with an app:
+        the profile decides it; a name with spaces is shell-quoted)."""
+        if self.app or self.source_app:
+            source = f"from {self.source}"
+            if self.source_app:
+                source += f" app {shlex.quote(self.source_app)}"
+            target = "to any"
+            if self.app:
+                target += f" app {shlex.quote(self.app)}"
+            elif self.port != "any":
+                target += f" port {self.port}"
+            return f"{self.action} {source} {target}"
         port = f" port {self.port}" if self.port != "any" else ""
         return f"{self.action} from {self.source} to any{port} proto {self.proto}"
+
+    def describe(self) -> str:
+        """What the rule opens, for operation names: `tcp/22 from any`, `app OpenSSH from any`."""
+        what = f"app {self.app}" if self.app else f"{self.proto}/{self.port}"
+        source = f"{self.source} app {self.source_app}" if self.source_app else self.source
+        return f"{what} from {source}"
+
+
+def stale_rule_removals(held: list[Rule], wanted: list[Rule]) -> list[tuple[str, str]]:
+    """(operation name, ufw command) deleting each rule held but not wanted (tasks/firewall.py).
+
+    One command per ufw rule: an application rule whose profile spans several protocols or
+    address families is several entries in ufw's rules files, and one `ufw delete` removes all.
+    """
+    wanted_keys = {r.key for r in wanted}
+    removals: dict[str, str] = {}
+    for rule in sorted({r.key: r for r in held}.values(), key=lambda r: r.key):
+        if rule.key not in wanted_keys:
+            command = f"ufw delete {rule.ufw_spec()}"
+            removals.setdefault(
+                command, f"ufw: remove stale rule {rule.comment or ''} ({rule.describe()})")
+    return [(name, command) for command, name in removals.items()]
 
 
 def normalize_source(source: str) -> str:

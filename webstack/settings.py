@@ -1,8 +1,10 @@
 """The one typed settings module: every setting of the stack, validated before a host is touched.
 
-Values come from three layers, later ones winning, exactly as pyinfra merges them:
-group_data/all.py < group_data/<group>.py < the host's data in the inventory file. Each group's
-settings are a pydantic model below; group_data/ holds the documented default of every knob.
+Values come from layers, later ones winning, exactly as pyinfra merges them (see
+hosts_from_inventory): the inventory's data for `all` < group_data/all.py < each of the host's
+groups in the order the inventory declares them (the inventory's data for that group <
+group_data/<group>.py) < the host's data in the inventory file. Each group's settings are a
+pydantic model below; group_data/ holds the documented default of every knob.
 
 Validation runs twice with the same models:
 - when pyinfra loads the inventory (`check_inventory`, called at the end of each inventory file),
@@ -420,41 +422,89 @@ def _read_group_data() -> dict[str, dict[str, Any]]:
 
 
 def _inventory_groups(namespace: dict[str, Any]) -> dict[str, tuple[list, dict]]:
-    """The groups pyinfra would read from an inventory module (lists or (hosts, data) tuples)."""
+    """The groups pyinfra reads from an inventory module, in the order the module declares them
+    (pyinfra_cli/inventory.py _is_inventory_group: a list of hosts or a (hosts, data) tuple,
+    each host a name or a (name, data) tuple; names starting with _ are not groups)."""
     groups = {}
     for key, value in namespace.items():
         if key.startswith("_") or not isinstance(value, (list, tuple)):
             continue
         hosts, data = value if isinstance(value, tuple) else (value, {})
+        if not all(isinstance(entry, (str, tuple)) for entry in hosts):
+            continue
         groups[key] = (list(hosts), dict(data))
     return groups
 
 
+def _entry(entry: str | tuple[str, dict]) -> tuple[str, dict]:
+    return entry if isinstance(entry, tuple) else (entry, {})
+
+
 def hosts_from_inventory(namespace: dict[str, Any], group_data=None) -> list[_HostInput]:
+    """The hosts an inventory module describes, each with its data in layers, lowest first,
+    exactly as pyinfra 3 layers host.data (pyinfra/api/host.py: override data > host data >
+    group data > the inventory's `all` data; pyinfra_cli/inventory.py builds each layer):
+
+    1. `all`: the inventory's data for the group `all`, updated by group_data/all.py
+       (`all` is no group of the host's in pyinfra: it is beneath every group);
+    2. each group of the host in the order the inventory declares them, a later group winning
+       (Inventory.get_groups_data), then the group pyinfra names after the inventory file
+       (inventories/lab.py: `lab`) when the inventory declares none of that name; for each
+       group its inventory data, then group_data/<group>.py, which updates it (wins);
+    3. the host's own data: its entries in the groups, in declaration order, then its entry in
+       `all` (Inventory.make_hosts_and_groups).
+
+    The hosts are pyinfra's too: those of `all` when the inventory declares it (a host only in
+    other groups is ignored by pyinfra), else every host of every group, in order of appearance.
+    Host.groups stays as webstack uses it: the role groups in ROLE_GROUPS order, then the others.
+    """
     group_data = _read_group_data() if group_data is None else group_data
     groups = _inventory_groups(namespace)
-    inventory_file = Path(namespace.get("__file__", "inventory")).name
-    hosts: dict[str, _HostInput] = {}
+    inventory_path = Path(namespace.get("__file__", "inventory"))
+    inventory_file = inventory_path.name
+    file_group = inventory_path.name.rsplit(".", 1)[0]
+
+    declared: dict[str, list[str]] = {}    # host -> its groups, in declaration order
     host_data: dict[str, dict] = {}
     for group, (entries, _) in groups.items():
-        for entry in entries:
-            name, data = entry if isinstance(entry, tuple) else (entry, {})
-            h = hosts.setdefault(name, _HostInput(name, data.get("ssh_hostname", name), [], []))
-            h.groups.append(group)
+        for name, data in map(_entry, entries):
+            declared.setdefault(name, [])
+            if group not in declared[name]:
+                declared[name].append(group)
+            if group != "all":
+                host_data.setdefault(name, {}).update(data)
+    if "all" in groups:
+        # Applied after every other group's entries: an entry in `all` wins.
+        for name, data in map(_entry, groups["all"][0]):
             host_data.setdefault(name, {}).update(data)
-    for h in hosts.values():
-        ordered = [g for g in ROLE_GROUPS if g in h.groups]
-        ordered += [g for g in h.groups if g not in ordered]
-        h.groups = ordered
-        h.layers.append(_Layer("group_data/all.py", group_data.get("all", {})))
-        for g in ordered:
-            # pyinfra's order: a group_data file overrides the inventory's data for that group.
-            if groups[g][1]:
-                h.layers.append(_Layer(f"{inventory_file} (group {g})", groups[g][1]))
+        names = [name for name, _ in map(_entry, groups["all"][0])]
+    else:
+        names = list(declared)
+
+    hosts = []
+    for name in dict.fromkeys(names):
+        layers = []
+        if groups.get("all", ([], {}))[1]:
+            layers.append(_Layer(f"{inventory_file} (group all)", groups["all"][1]))
+        if "all" in group_data:
+            layers.append(_Layer("group_data/all.py", group_data["all"]))
+        layered = [g for g in declared.get(name, []) if g != "all"]
+        if file_group not in groups and file_group != "all":
+            layered.append(file_group)
+        for g in layered:
+            if g in groups and groups[g][1]:
+                layers.append(_Layer(f"{inventory_file} (group {g})", groups[g][1]))
             if g in group_data:
-                h.layers.append(_Layer(f"group_data/{g}.py", group_data[g]))
-        h.layers.append(_Layer(f"{inventory_file} (host {h.name})", host_data[h.name]))
-    return list(hosts.values())
+                layers.append(_Layer(f"group_data/{g}.py", group_data[g]))
+        layers.append(_Layer(f"{inventory_file} (host {name})", host_data.get(name, {})))
+        address = name
+        for layer in layers:
+            address = layer.data.get("ssh_hostname", address)
+        member = declared.get(name, [])
+        ordered = [g for g in ROLE_GROUPS if g in member]
+        ordered += [g for g in member if g not in ordered]
+        hosts.append(_HostInput(name, address, ordered, layers))
+    return hosts
 
 
 def check_inventory(namespace: dict[str, Any]) -> Stack:

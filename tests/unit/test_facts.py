@@ -13,7 +13,7 @@ import pytest
 from tests.unit import stacks
 from webstack.facts import MariaDBState, UfwRules, UfwStatus
 from webstack.mariadb import transactions_missing_on
-from webstack.policy import Rule, rules_for
+from webstack.policy import Rule, rules_for, stale_rule_removals
 
 FIXTURES = Path(__file__).parent / "fixtures"
 A, B = 181731359, 181731360  # server ids of db-01 and db-02 (from 10.213.0.31 and .32)
@@ -58,19 +58,68 @@ def test_hand_made_rules_are_all_seen_so_the_deploy_can_remove_them():
     held = UfwRules().process(output("ufw/user-rules.hand-made.txt"))
     assert sorted(held) == sorted([
         Rule("allow", "tcp", "22", "any", ""),                       # ufw allow 22/tcp (v4+v6)
+        Rule("allow", "tcp", "22", "any", "", app="OpenSSH"),        # ufw allow OpenSSH (v4+v6)
         Rule("allow", "tcp", "3306", "10.213.0.0/24", "ops: Jörg's debugging"),  # UTF-8 comment
         Rule("allow", "udp", "161", "10.213.0.41", ""),
         Rule("allow", "tcp", "3306", "fd00:213::/64", ""),
     ])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`ufw allow OpenSSH` (an application-profile rule) reads back as the plain rule "
-    "allow tcp/22 from any, so `ufw delete allow from any to any port 22 proto tcp` never "
-    "removes it: SSH stays open to everyone and every deploy tries the delete again"))
 def test_an_application_profile_rule_is_not_mistaken_for_a_port_rule():
+    # Read as the plain rule allow tcp/22 from any, `ufw allow OpenSSH` would never be deleted
+    # (`ufw delete allow from any to any port 22 proto tcp` does not match it): SSH would stay
+    # open to everyone and every deploy would try the delete again.
     held = UfwRules().process(output("ufw/user-rules.hand-made.txt"))
     assert len([r for r in held if r.port == "22"]) == 2
+
+
+def test_the_stale_hand_made_rules_are_deleted_with_commands_that_match_them(all_secrets):
+    # tasks/firewall.py runs these; each must name its rule the way ufw's grammar takes it, an
+    # application rule by its profile (ufw refuses `proto` with `app`).
+    stack = stacks.build(stacks.namespace("10.213.0.0/24"))
+    held = UfwRules().process(output("ufw/user-rules.hand-made.txt"))
+    removals = stale_rule_removals(held, rules_for(stack, stack.host("db-01")))
+    assert [command for _, command in removals] == [
+        "ufw delete allow from any to any port 22 proto tcp",
+        "ufw delete allow from any to any app OpenSSH",
+        "ufw delete allow from 10.213.0.0/24 to any port 3306 proto tcp",
+        "ufw delete allow from fd00:213::/64 to any port 3306 proto tcp",
+        "ufw delete allow from 10.213.0.41 to any port 161 proto udp",
+    ]
+    assert "ufw: remove stale rule  (app OpenSSH from any)" in [name for name, _ in removals]
+
+
+def test_an_application_rule_is_deleted_once_whatever_its_profile_expands_to():
+    # A profile with a space in its name, and one with tcp and udp ports: ufw writes one tuple
+    # per protocol and address family; one `ufw delete` removes them all.
+    lines = [
+        "### tuple ### allow tcp 80,443 0.0.0.0/0 any 0.0.0.0/0 Nginx%20Full - in",
+        "### tuple ### allow tcp 80,443 ::/0 any ::/0 Nginx%20Full - in",
+        "### tuple ### allow udp 137,138 0.0.0.0/0 any 10.213.0.0/24 Samba - in",
+        "### tuple ### allow tcp 139,445 0.0.0.0/0 any 10.213.0.0/24 Samba - in",
+        "### tuple ### allow tcp 22 0.0.0.0/0 any 10.213.0.0/24 - OpenSSH in comment=6f7073",
+    ]
+    held = UfwRules().process(lines)
+    assert sorted(held) == sorted([
+        Rule("allow", "tcp", "80,443", "any", "", app="Nginx Full"),
+        Rule("allow", "udp", "137,138", "10.213.0.0/24", "", app="Samba"),
+        Rule("allow", "tcp", "139,445", "10.213.0.0/24", "", app="Samba"),
+        Rule("allow", "tcp", "22", "10.213.0.0/24", "ops", source_app="OpenSSH"),
+    ])
+    assert sorted(command for _, command in stale_rule_removals(held, [])) == [
+        "ufw delete allow from 10.213.0.0/24 app OpenSSH to any port 22",
+        "ufw delete allow from 10.213.0.0/24 to any app Samba",
+        "ufw delete allow from any to any app 'Nginx Full'",
+    ]
+
+
+def test_the_deploys_own_rules_are_plain_port_rules(all_secrets):
+    # Equal to what the host reads back (app-less), and added with the port/proto syntax.
+    stack = stacks.build(stacks.namespace("10.213.0.0/24"))
+    for h in stack.hosts:
+        for rule in rules_for(stack, h):
+            assert (rule.app, rule.source_app) == ("", "")
+            assert " app " not in rule.ufw_spec() and " proto " in rule.ufw_spec()
 
 
 @pytest.mark.parametrize("lines", [

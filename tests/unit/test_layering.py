@@ -16,7 +16,7 @@ from pyinfra.api import State
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 
-from webstack import ROOT
+from webstack import ROOT, settings
 from webstack.settings import Stack, check_inventory, from_pyinfra
 
 HEAD = """\
@@ -92,10 +92,10 @@ CASES = [
                                  '"db-02", "monitor-01"], {"ufw_logging": "medium"})'],
                  id="inventory data for all, not set by any other group"),
 ]
-# Cases where the two disagree today: webstack orders the groups' layers by its ROLE_GROUPS
-# (then the others) and applies `all` after the role groups; pyinfra applies group data in the
-# order the inventory file declares the groups, with `all` beneath every group.
-DIVERGING = [
+# Cases where the order of the groups decides: pyinfra applies group data in the order the
+# inventory file declares the groups (not webstack's ROLE_GROUPS order), with `all` (the
+# inventory's data, then group_data/all.py) beneath every group.
+ORDERED = [
     pytest.param([LBS, WEBSERVERS,
                   'db_primary = ([_h("db-01", "10.9.0.31")], {"mysql_max_connections": 500})',
                   DATABASES, DB_REPLICAS, MONITORING],
@@ -108,6 +108,11 @@ DIVERGING = [
                   'all = (["lb-01", "lb-02", "web-01", "web-02", "db-01", "db-02", '
                   '"monitor-01"], {"ufw_logging": "medium"})'],
                  id="all in the inventory, a role group overriding a group_data/all.py value"),
+    pytest.param([LBS, 'webservers = [_h("web-01", "10.9.0.21"), _h("web-02", "10.9.0.22")]',
+                  DATABASES, DB_PRIMARY, DB_REPLICAS, MONITORING,
+                  'all = (["lb-01", "lb-02", ("web-01", {"nginx_port": 8082}), "db-01", '
+                  '"db-02", "monitor-01"], {})'],
+                 id="a host's entry in all beats its group entries; a host not in all is no host"),
 ]
 
 
@@ -119,10 +124,7 @@ def test_webstack_picks_the_values_pyinfra_deploys(tmp_path, all_secrets, groups
     assert disagreements(ours, pyinfras) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hosts_from_inventory layers group data in ROLE_GROUPS order and re-applies `all` after "
-    "the role groups; pyinfra uses the inventory's declaration order with `all` lowest"))
-@pytest.mark.parametrize("groups", DIVERGING)
+@pytest.mark.parametrize("groups", ORDERED)
 def test_webstack_picks_the_values_pyinfra_deploys_whatever_the_group_order(tmp_path,
                                                                            all_secrets, groups):
     path = write_inventory(tmp_path, groups)
@@ -157,3 +159,44 @@ def test_where_each_value_comes_from(tmp_path, all_secrets):
     assert got_pyinfra == expected
     assert got_webstack == expected
 
+
+
+def test_the_group_named_after_the_inventory_file_beats_every_declared_group(
+        tmp_path, all_secrets, monkeypatch):
+    # pyinfra puts every host in a group named after the inventory file (inventories/unit.py:
+    # `unit`), after the groups the file declares: group_data/unit.py beats them all.
+    group_data = tmp_path / "data"
+    group_data.mkdir()
+    for source in (ROOT / "group_data").glob("*.py"):
+        (group_data / source.name).symlink_to(source)
+    (group_data / "unit.py").write_text('ufw_logging = "high"\n')
+    monkeypatch.setattr(settings, "GROUP_DATA_DIR", group_data)
+    path = write_inventory(tmp_path, [
+        'canary = (["web-01"], {"ufw_logging": "medium"})', LBS, WEBSERVERS, DATABASES,
+        DB_PRIMARY, DB_REPLICAS, MONITORING])
+    # pyinfra reads ./group_data (tmp_path's links to the real one), then these directories
+    with ctx_state.use(State()):
+        inventory = make_inventory(str(path), cwd=str(tmp_path),
+                                   group_data_directories=[str(group_data)])
+        pyinfras = from_pyinfra(inventory)
+    ours = check_inventory(runpy.run_path(str(path)))
+    assert disagreements(ours, pyinfras) == []
+    assert {h.name: h.ufw_logging for h in ours.hosts} == dict.fromkeys(
+        [h.name for h in ours.hosts], "high")
+
+
+@pytest.mark.parametrize(("group", "problem"), [
+    pytest.param('all = (["lb-01", "lb-02", "web-01", "web-02", "db-01", "db-02", '
+                 '"monitor-01"], {"nginx_port": 8080})',
+                 "unknown setting 'nginx_port' in unit.py (group all)", id="all"),
+    pytest.param('canary = (["web-01"], {"sshd_port": 0})',
+                 "setting 'sshd_port' = 0 (from unit.py (group canary), host web-01)",
+                 id="own group"),
+])
+def test_a_bad_value_names_the_layer_it_came_from(tmp_path, all_secrets, capsys, group,
+                                                  problem):
+    path = write_inventory(tmp_path, [LBS, WEBSERVERS, DATABASES, DB_PRIMARY, DB_REPLICAS,
+                                      MONITORING, group])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(path))  # the inventory file runs check_inventory()
+    assert problem in capsys.readouterr().err
