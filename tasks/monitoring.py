@@ -3,7 +3,7 @@
 Scrape targets come from the inventory (adding web-03 adds its targets). Every config is
 checked (`promtool check`, `amtool check-config`, the blackbox exporter's --config.check)
 before a reload. Reads MonitoringSettings (group_data/monitoring.py); proven by
-tests/test_monitoring.py, and the alert rules by tests/monitoring/alerts_test.yml.
+tests/test_monitoring.py, and the alert rules by tests/unit/monitoring/alerts_test.yml.
 """
 
 import io

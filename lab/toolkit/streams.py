@@ -25,7 +25,7 @@ from lab.toolkit.hosts import VIP, run, sh, wait_until
 CLIENT = "client"
 SCRIPT = Path(__file__).with_name("client_stream.py")
 CA = ROOT / "secrets" / "lab-ca" / "ca.crt"
-CLIENT_CA = "/tmp/ha-webstack-lab-ca.crt"
+CLIENT_CA = "/etc/ha-webstack-lab-ca.crt"  # not /tmp: a tmpfs on Debian 13, which docker cp misses
 READ_RATE, WRITE_RATE = 50, 20  # requests/s: steady, and well below what the stack serves
 
 
