@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""The lab: real Debian 12 hosts as systemd containers on one Docker network.
+"""The lab: real Debian hosts (13 trixie by default, or 12 bookworm) as systemd containers on one
+Docker network. LAB_DEBIAN picks the release, LAB_DEBIAN_HOSTS a different one for single hosts
+(see lab/topology.py); each release has its own base and host image.
 
     python3 lab/lab.py up [--fresh]   engine, images, network, hosts, SSH key, secrets
     python3 lab/lab.py down           remove the lab's containers and network (images stay)
@@ -27,8 +29,6 @@ from webstack.secret_loader import SECRETS  # noqa: E402  (standard library only
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_DIR = ROOT / "lab" / "image"
-BASE_IMAGE = "ha-webstack/base:bookworm"
-HOST_IMAGE = "ha-webstack/host:bookworm"
 LABEL = "ha-webstack.lab=1"
 SSH_KEY = topo.STATE_DIR / "id_ed25519"
 KNOWN_HOSTS = topo.STATE_DIR / "known_hosts"
@@ -48,6 +48,14 @@ RUN_FLAGS = [
 FLAGS_DIGEST = hashlib.sha256(" ".join(RUN_FLAGS).encode()).hexdigest()[:12]
 CLIENT_PACKAGES = ["curl", "wrk", "nmap", "openssl", "ca-certificates", "netbase",
                    "netcat-openbsd", "sysbench", "mariadb-client"]
+
+
+def base_image(release: str) -> str:
+    return f"ha-webstack/base:{release}"
+
+
+def host_image(release: str) -> str:
+    return f"ha-webstack/host:{release}"
 
 
 def log(msg: str) -> None:
@@ -112,22 +120,23 @@ def image_exists(name: str) -> bool:
     return docker("image", "inspect", name, check=False).returncode == 0
 
 
-def ensure_base_image() -> None:
-    """debian:bookworm from a registry when one answers, else a local debootstrap import."""
-    if image_exists(BASE_IMAGE):
+def ensure_base_image(release: str) -> None:
+    """debian:<release> from a registry when one answers, else a local debootstrap import."""
+    base = base_image(release)
+    if image_exists(base):
         return
-    if run("timeout", "60", "docker", "pull", "debian:bookworm", check=False).returncode == 0:
-        docker("tag", "debian:bookworm", BASE_IMAGE)
+    if run("timeout", "60", "docker", "pull", f"debian:{release}", check=False).returncode == 0:
+        docker("tag", f"debian:{release}", base)
         return
-    log("no registry: building the base image with debootstrap (about a minute)")
+    log(f"no registry: building the {release} base image with debootstrap (about a minute)")
     if not shutil.which("debootstrap"):
         apt_install("debootstrap")
     with tempfile.TemporaryDirectory(prefix="ha-webstack-rootfs-") as rootfs:
         run("debootstrap", "--variant=minbase",
             "--include=openssh-server,python3,iproute2,procps,systemd-sysv,dbus,sudo",
-            "bookworm", rootfs, DEBIAN_MIRROR)
+            release, rootfs, DEBIAN_MIRROR)
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-        run("docker", "import", "-", BASE_IMAGE, stdin=tar.stdout)
+        run("docker", "import", "-", base, stdin=tar.stdout)
         tar.wait()
 
 
@@ -139,17 +148,18 @@ def image_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def ensure_host_image() -> None:
-    """Rebuilt only when lab/image/ changed (its digest is stored as a label)."""
+def ensure_host_image(release: str) -> str:
+    """The host image's id; rebuilt only when lab/image/ changed (its digest is a label)."""
     digest = image_digest()
+    image = host_image(release)
     current = docker("image", "inspect", "-f", '{{index .Config.Labels "ha-webstack.digest"}}',
-                     HOST_IMAGE, check=False).stdout.strip()
-    if current == digest:
-        return
-    log("building the lab host image")
-    run("docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "--label",
-        f"ha-webstack.digest={digest}", "-t", HOST_IMAGE, str(IMAGE_DIR),
-        env=dict(os.environ, DOCKER_BUILDKIT="0"))
+                     image, check=False).stdout.strip()
+    if current != digest:
+        log(f"building the lab host image for {release}")
+        run("docker", "build", "-q", "--build-arg", f"BASE={base_image(release)}", "--label",
+            f"ha-webstack.digest={digest}", "--label", f"ha-webstack.debian={release}",
+            "-t", image, str(IMAGE_DIR), env=dict(os.environ, DOCKER_BUILDKIT="0"))
+    return docker("image", "inspect", "-f", "{{.Id}}", image).stdout.strip()
 
 
 # --- network and hosts --------------------------------------------------------------------
@@ -188,6 +198,8 @@ def container_state(name: str) -> tuple[str, str, str] | None:
 
 
 def ensure_host(h: topo.LabHost, image_id: str) -> None:
+    """Created from its release's image; one on another image (say, the release changed) is
+    recreated."""
     state = container_state(h.name)
     if state and (state[1] != h.address or state[2] != image_id
                   or state[3:] != (FLAGS_DIGEST,)):
@@ -198,7 +210,7 @@ def ensure_host(h: topo.LabHost, image_id: str) -> None:
         log(f"{h.name}: creating at {h.address}")
         docker("run", "-d", "--name", h.name, "--hostname", h.name,
                "--network", topo.NETWORK_NAME, "--ip", h.address, *RUN_FLAGS,
-               "--label", f"ha-webstack.flags={FLAGS_DIGEST}", HOST_IMAGE)
+               "--label", f"ha-webstack.flags={FLAGS_DIGEST}", host_image(h.debian))
     elif state[0] in ("paused",):
         docker("unpause", h.name)
     elif state[0] != "running":
@@ -280,27 +292,30 @@ def up(fresh: bool) -> None:
     ensure_engine()
     if fresh:
         remove_containers(lab_containers())
-    ensure_base_image()
-    ensure_host_image()
+    image_ids = {}
+    for release in t.releases:
+        ensure_base_image(release)
+        image_ids[release] = ensure_host_image(release)
     ensure_network(t)
     wanted = {h.name for h in t.hosts}
     remove_containers([n for n in lab_containers() if n not in wanted])
-    image_id = docker("image", "inspect", "-f", "{{.Id}}", HOST_IMAGE).stdout.strip()
     for h in t.hosts:
-        ensure_host(h, image_id)
+        ensure_host(h, image_ids[h.debian])
     pubkey = ensure_ssh_key()
     known = []
     for h in t.hosts:
         status = wait_for_systemd(h.name)
         known.append(provision_access(h, pubkey))
-        log(f"{h.name:<11} {h.address:<15} systemd {status}")
+        log(f"{h.name:<11} {h.address:<15} {h.debian:<9} systemd {status}")
     KNOWN_HOSTS.write_text("".join(known))
     ensure_client_tools("client")
     ensure_secrets()
     topo.save(t)
     for h in t.managed_hosts:
         wait_for_ssh(h)
-    log(f"{len(t.hosts)} hosts up on {topo.NETWORK_NAME} ({t.subnet})")
+    mixed = ", ".join(f"{n} {r}" for n, r in t.debian_hosts)
+    log(f"{len(t.hosts)} hosts up on {topo.NETWORK_NAME} ({t.subnet}), Debian {t.debian}"
+        + (f" ({mixed})" if mixed else ""))
 
 
 def down() -> None:
@@ -316,7 +331,7 @@ def down() -> None:
 def status() -> None:
     for h in topo.current().hosts:
         state = container_state(h.name) if engine_up() else None
-        print(f"{h.name:<11} {h.address:<15} {state[0] if state else 'absent'}")
+        print(f"{h.name:<11} {h.address:<15} {h.debian:<9} {state[0] if state else 'absent'}")
 
 
 def endpoints() -> None:
