@@ -8,7 +8,7 @@ inventory file, not here.
 # applies security updates; the rest keeps a host debuggable by an ops engineer on call.
 common_packages = [
     "ca-certificates", "curl", "less", "netbase", "procps", "python3", "sudo", "ufw",
-    "unattended-upgrades", "apt-listchanges", "iproute2", "dnsutils", "vim-tiny",
+    "unattended-upgrades", "apt-listchanges", "iproute2", "bind9-dnsutils", "vim-tiny",
 ]
 
 # How old the apt cache may be before a deploy refreshes it (seconds).

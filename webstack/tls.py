@@ -37,24 +37,42 @@ def _write_key(path: Path, key) -> None:
     path.chmod(0o600)
 
 
+def _has(cert: x509.Certificate, extension: type) -> bool:
+    try:
+        cert.extensions.get_extension_for_class(extension)
+        return True
+    except x509.ExtensionNotFound:
+        return False
+
+
 def ensure_ca(env: str):
+    """The env's CA (certificate, key), made once. A CA certificate from before the key
+    identifiers (which strict verifiers, Python 3.13's default among them, require) is
+    re-issued with the same key, subject and lifetime: what it signed still verifies."""
     d = ca_dir(env)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_path, key_path = d / "ca.crt", d / "ca.key"
     if cert_path.exists() and key_path.exists():
-        return (x509.load_pem_x509_certificate(cert_path.read_bytes()),
-                serialization.load_pem_private_key(key_path.read_bytes(), None))
-    key = ec.generate_private_key(ec.SECP256R1())
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        if _has(cert, x509.SubjectKeyIdentifier):
+            return cert, key
+        not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_key(key_path, key)
+        not_before = _now() - dt.timedelta(minutes=5)
+        not_after = _now() + dt.timedelta(days=3650)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ha-webstack {env} CA")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(_now() + dt.timedelta(days=3650))
+            .not_valid_before(not_before).not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
                                          False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
             .sign(key, hashes.SHA256()))
-    _write_key(key_path, key)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
@@ -69,7 +87,8 @@ def _still_good(pem_path: Path, sans: list[x509.GeneralName]) -> bool:
         return False
     cert = x509.load_pem_x509_certificate(pem_path.read_bytes())
     have = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return set(have) == set(sans) and cert.not_valid_after_utc - _now() > RENEW_BEFORE
+    return (set(have) == set(sans) and cert.not_valid_after_utc - _now() > RENEW_BEFORE
+            and _has(cert, x509.AuthorityKeyIdentifier))
 
 
 def issue(env: str, names: list[str], ips: list[str], days: int = 397,
@@ -95,6 +114,12 @@ def issue(env: str, names: list[str], ips: list[str], days: int = 397,
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                         False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     pem_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
                          + ca_cert.public_bytes(serialization.Encoding.PEM)

@@ -204,11 +204,15 @@ def vip_holders() -> list[str]:
 # --- the lab's containers ----------------------------------------------------------------
 
 def lab_up(web_servers: int = 2, fresh: bool = False, timeout: float = 900) -> None:
-    """`lab/lab.py up` with LAB_WEB_SERVERS=web_servers: adds or removes web servers'
-    containers (fresh: recreates every container); raises with its output on failure. New
-    containers are bare until a deploy (deploy.run_deploy) configures them."""
+    """`lab/lab.py up` with LAB_WEB_SERVERS=web_servers and the lab's other knobs as built
+    (subnet, Debian releases): adds or removes web servers' containers, or recreates one that
+    was destroyed (fresh: every container); raises with its output on failure. New containers
+    are bare until a deploy (deploy.run_deploy) configures them."""
+    knobs = {"LAB_WEB_SERVERS": str(web_servers), "LAB_SUBNET": LAB.subnet,
+             "LAB_DEBIAN": LAB.debian,
+             "LAB_DEBIAN_HOSTS": ",".join(f"{n}={r}" for n, r in LAB.debian_hosts)}
     sh("python3", "lab/lab.py", "up", *(["--fresh"] if fresh else []), cwd=ROOT,
-       env={**os.environ, "LAB_WEB_SERVERS": str(web_servers)}, timeout=timeout, check=True)
+       env={**os.environ, **knobs}, timeout=timeout, check=True)
 
 
 # --- the lab as it must be left -----------------------------------------------------------
