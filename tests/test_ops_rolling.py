@@ -39,7 +39,7 @@ def back_to_the_repository_app():
 
 def test_rolling_deploy_drops_no_request_and_ends_on_the_new_version(lab, tmp_path):
     version = f"rolling-{tmp_path.name}"
-    with Stream("/api/notes", rate=10, seconds=240) as stream:
+    with Stream("/api/notes", rate=20, seconds=240) as stream:
         result = run_deploy("--data", f"app_source={app_copy(tmp_path, version)}", deploy=OP)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     print(f"\nrolling deploy: {len(stream.records)} requests, {len(stream.failures)} failed")

@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from lab.toolkit.deploy import ROOT
+from lab.topology import DEFAULT_SUBNET, DEFAULT_WEB_SERVERS, Topology
 from webstack.settings import check_inventory
 
 TEMPLATE = "templates/monitoring/ha-webstack-alerts.yml.j2"
+DEFAULT_FLOATING_IP = Topology(DEFAULT_SUBNET, DEFAULT_WEB_SERVERS).floating_ip
 # The lab inventory validates its secrets when loaded; these tests need none of their values,
 # and must not depend on the lab having generated secrets/lab.env.
 pytestmark = pytest.mark.usefixtures("all_secrets")
@@ -34,7 +36,11 @@ def _render(tmp_path):
     for rule in rules["groups"][0]["rules"]:
         rule["annotations"].pop("runbook")
     (tmp_path / "ha-webstack-alerts.yml").write_text(yaml.safe_dump(rules))
-    shutil.copy(ROOT / "tests/unit/monitoring/alerts_test.yml", tmp_path)
+    # The expectations name the default lab's floating IP; the lab may have been moved since
+    # (LAB_SUBNET), and the rules name the one it has now.
+    tests = (ROOT / "tests/unit/monitoring/alerts_test.yml").read_text()
+    vip = str(stack.group("loadbalancers")[0].keepalived_floating_ip)
+    (tmp_path / "alerts_test.yml").write_text(tests.replace(DEFAULT_FLOATING_IP, vip))
     return text
 
 
