@@ -66,7 +66,7 @@ def _out_and_back(fault: str, do_fault, hold_s: float, fix: str, do_fix) -> dict
         whole = _since(t_fix, lambda: in_rotation(WEB), 30)
         serves = wait_until(lambda: WEB in s.served_by_after(t_fix), 15) is not None
     return {**s.summary(), "out_of_rotation_s": _r(out), "whole_again_s": whole,
-            "whole_again_from": fix, "serves_again": serves}
+            "whole_again_from": fix, "serves_again": serves, "fault_held_s": _r(t_fix - t)}
 
 
 def _no_failed_request_and_back(result: dict) -> list[str]:
@@ -116,10 +116,13 @@ def web_pause(seconds: float = 8) -> dict:
 
 
 def _slowest_bounded(result: dict) -> list[str]:
-    """A frozen server holds requests until HAProxy's checks take it out: bounded, none lost."""
+    """None lost; new requests go elsewhere once the checks take the frozen server out, and
+    the few it held in flight wait for it to thaw, no longer."""
     problems = _no_failed_request_and_back(result)
-    if result["slowest_request_s"] > 5:
-        problems.append(f"a request took {result['slowest_request_s']} s (bound: 5 s)")
+    bound = result["fault_held_s"] + 1
+    if result["slowest_request_s"] > bound:
+        problems.append(f"a request took {result['slowest_request_s']} s (bound: the "
+                        f"{result['fault_held_s']} s freeze + 1 s)")
     return problems
 
 
