@@ -8,6 +8,8 @@ tests/test_monitoring.py, and the alert rules by tests/unit/monitoring/alerts_te
 
 import io
 
+from pyinfra import host
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -19,7 +21,12 @@ m = me()
 st = stack()
 T = "templates/monitoring"
 ENV_DIR = "/etc/ha-webstack/mysqld-exporter"
+PACKAGE_EXPORTER_UNIT = "/etc/systemd/system/prometheus-mysqld-exporter.service"
 
+# The package's own mysqld exporter (one local database) is not used: masked before the package
+# is installed, so the install does not start it and leave it failed (the host degraded).
+files.link(name="The package's local mysqld exporter is masked", path=PACKAGE_EXPORTER_UNIT,
+           target="/dev/null")
 apt.packages(name="Prometheus, Alertmanager, blackbox and mysqld exporters", packages=[
     "prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter",
     "prometheus-mysqld-exporter"], no_recommends=True)
@@ -51,8 +58,10 @@ systemd.service(name="Reload the blackbox exporter", service="prometheus-blackbo
                 _if=any_changed(*[op for op in (blackbox, ca) if op]))
 
 # --- mysqld exporters: one per database host, here, as the monitoring user ---------------
-systemd.service(name="The package's local mysqld exporter is not used",
-                service="prometheus-mysqld-exporter", running=False, enabled=False)
+if host.get_fact(Command, "systemctl is-failed prometheus-mysqld-exporter || true") == "failed":
+    # Left failed by an install before the mask (an older deploy): clear it once.
+    server.shell(name="The package's mysqld exporter: clear its failed state",
+                 commands=["systemctl reset-failed prometheus-mysqld-exporter"])
 unit = files.template(name="mysqld exporter unit", src=f"{T}/ha-mysqld-exporter@.service.j2",
                       dest="/etc/systemd/system/ha-mysqld-exporter@.service")
 files.directory(name="mysqld exporter settings", path=ENV_DIR, mode="750", group="prometheus")

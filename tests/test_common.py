@@ -22,6 +22,14 @@ def test_baseline_packages_installed(hosts, name):
 
 @readonly
 @pytest.mark.hosts()
+def test_systemd_reports_the_host_running_with_no_failed_unit(hosts, name):
+    state = hosts[name].run("systemctl is-system-running").stdout.strip()
+    failed = hosts[name].check_output("systemctl --failed --no-legend --plain")
+    assert (state, failed) == ("running", ""), f"{name} is {state}: {failed}"
+
+
+@readonly
+@pytest.mark.hosts()
 def test_security_updates_enabled(hosts, name):
     conf = hosts[name].file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
     assert 'APT::Periodic::Unattended-Upgrade "1";' in conf
