@@ -40,13 +40,6 @@ def _namespace(**overrides):
     return ns
 
 
-@pytest.fixture
-def all_secrets(monkeypatch):
-    from webstack.secret_loader import SECRETS
-    for name in SECRETS:
-        monkeypatch.setenv(name.upper(), "s3cret-for-tests")
-
-
 def _problems(namespace, group_data=None):
     hosts = hosts_from_inventory(namespace, group_data or _read_group_data())
     with pytest.raises(SettingsError) as err:
