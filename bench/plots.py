@@ -8,6 +8,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 FIGSIZE = (8, 3.2)
+MODES = (("plain_http_direct", "plain HTTP direct to web-01", "tab:blue"),
+         ("https_via_lb", "HTTPS via the floating IP", "tab:orange"))
+HATCHES = ("", "//", "..")  # one per release, in the report's column order
+NAN = float("nan")  # a figure one release lacks: no bar
 
 
 def _save(fig, path: Path, caption: str) -> None:
@@ -41,26 +45,34 @@ def replication_lag(r: dict, path: Path, caption: str) -> None:
     fig, ax = plt.subplots(figsize=FIGSIZE)
     start, end = r["load_window_s"]
     ax.axvspan(start, end, color="tab:orange", alpha=0.15, label="sysbench running")
-    ax.plot(t, lag, linewidth=0.8, color="tab:blue", label="lag (beat age - 0.1 s)")
+    ax.plot(t, lag, linewidth=0.8, color="tab:blue",
+            label=f"lag (beat age - {r['beat_period_s']} s)")
     ax.set_xlabel("seconds")
     ax.set_ylabel("replica lag, s")
     ax.set_title(f"{r.get('replica', 'db-02')} lag behind {r.get('primary', 'db-01')} "
-                 "(10 Hz beat, sampled at 20 Hz)", fontsize=10)
+                 f"({1 / r['beat_period_s']:g} Hz beat, sampled at {1 / r['sample_period_s']:g} "
+                 "Hz)", fontsize=10)
     ax.legend(loc="upper right", fontsize=7)
     _save(fig, path, caption)
 
 
-def dataplane(r: dict, path: Path, caption: str) -> None:
-    names = list(r["endpoints"])
-    plain = [r["endpoints"][n]["plain_http_direct"]["rps"] for n in names]
-    https = [r["endpoints"][n]["https_via_lb"]["rps"] for n in names]
+def dataplane(runs: dict[str, dict], path: Path, caption: str) -> None:
+    """Requests/s per endpoint, plain HTTP and HTTPS (colour), each release's bar (runs: by its
+    label; hatching) next to the other's."""
+    first = next(iter(runs.values()))
+    names = list(dict.fromkeys(n for r in runs.values() for n in r["endpoints"]))
+    bars = [(f"{release}: {mode}", colour, HATCHES[j % len(HATCHES)],
+             [r["endpoints"].get(n, {}).get(key, {}).get("rps", NAN) for n in names])
+            for key, mode, colour in MODES for j, (release, r) in enumerate(runs.items())]
+    width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    x = range(len(names))
-    ax.bar([i - 0.2 for i in x], plain, width=0.4, label="plain HTTP direct to web-01")
-    ax.bar([i + 0.2 for i in x], https, width=0.4, label="HTTPS via the floating IP")
-    ax.set_xticks(list(x), names)
+    for i, (label, colour, hatch, rps) in enumerate(bars):
+        ax.bar([x + (i - (len(bars) - 1) / 2) * width for x in range(len(names))], rps,
+               width=width, color=colour, hatch=hatch, edgecolor="white", label=label)
+    ax.set_xticks(range(len(names)), names)
     ax.set_yscale("log")
     ax.set_ylabel("requests / s (log)")
-    ax.set_title(f"wrk -t{r['threads']} -c{r['connections']}, {r['seconds']} s each", fontsize=10)
+    ax.set_title(f"wrk -t{first['threads']} -c{first['connections']}, {first['seconds']} s each",
+                 fontsize=10)
     ax.legend(fontsize=7)
     _save(fig, path, caption)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""`make bench`: runs the benchmark stages on the lab, writes bench/results/<date>.json, then
-docs/benchmarks.md and its plots (bench/report.py).
+"""`make bench`: runs the benchmark stages on the lab, writes bench/results/<date>-<release>.json
+(the Debian release of the lab's hosts: trixie, bookworm or mixed), then docs/benchmarks.md and
+its plots (bench/report.py), which set each release's newest results side by side.
 
     .venv/bin/python bench/run.py                      every stage (deploy speed first)
     .venv/bin/python bench/run.py --stage dataplane    one stage: deploy, dataplane, drills,
@@ -9,7 +10,7 @@ docs/benchmarks.md and its plots (bench/report.py).
 
 Each step takes the shared lab lock (/tmp/ha-webstack-lab.lock) itself, one drill or wrk
 comparison at a time, so do not wrap this in `flock` (it would wait for itself). A stage run on
-its own updates that stage in today's results file and keeps the others.
+its own updates that stage in today's results file of the lab's release and keeps the others.
 """
 
 import argparse
@@ -27,8 +28,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ["deploy", "dataplane", "drills", "replication"]
 
 
-def results_file() -> Path:
-    return RESULTS / f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d}.json"
+def results_file(release: str) -> Path:
+    """Today's results of one release: runs on Debian 12 and 13 are kept apart, side by side."""
+    return RESULTS / f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d}-{release}.json"
 
 
 def run_stage(stage: str, args) -> dict:
@@ -55,11 +57,13 @@ def main() -> None:
     args = parser.parse_args()
     stages = STAGES if not args.stage or "all" in args.stage else args.stage
 
-    path = results_file()
+    lab = machine.debian()  # the deploy stage rebuilds the lab on the same release
+    path = results_file(lab["debian"])
     RESULTS.mkdir(exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
     data["machine"] = machine.describe()
-    print(f"[bench] machine: {machine.one_line(data['machine'])}", flush=True)
+    print(f"[bench] machine: {machine.one_line(data['machine'])}; lab: Debian {lab['debian']}",
+          flush=True)
     started = time.monotonic()
     for stage in stages:
         t = time.monotonic()
@@ -69,9 +73,11 @@ def main() -> None:
         data[stage] = result
         data[stage]["stage_seconds"] = round(time.monotonic() - t, 1)
         data[stage]["machine"] = data["machine"]
+        # after the stage: the deploy stage installs the packages afresh
+        data[stage]["lab"] = data["lab"] = machine.describe_lab()
         path.write_text(json.dumps(data, indent=1) + "\n")  # after each stage: keep what ran
     print(f"[bench] {', '.join(stages)} took {time.monotonic() - started:.0f} s; wrote {path}")
-    print(report.generate(path))
+    print(report.generate())
 
 
 if __name__ == "__main__":
