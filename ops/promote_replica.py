@@ -15,7 +15,9 @@ What it does
              every transaction of the old primary (MASTER_GTID_WAIT; gives up after
              mysql_failover_wait_s and makes the old primary writable again) -> promote the replica
              -> repoint the app (every web server's app databases file; no restart) -> the old
-             primary replicates from the new one -> other replicas follow the new primary.
+             primary replicates from the new one (unless it runs an older MariaDB release than
+             the new one, mid-way through a Debian upgrade: then it stays read-only until it
+             is upgraded; docs/upgrades.md) -> other replicas follow the new primary.
   unplanned: fence the old primary if it can still be reached (read-only, heartbeat off, and a
              replica's config so a restart keeps it that way); record the fence on the new primary
              -> let the replica apply what it received -> promote it -> repoint the app -> other
@@ -42,6 +44,7 @@ from webstack.mariadb import (
     change_master,
     dynamic_config,
     dynamic_settings,
+    replicates_backwards,
     replication_secret_marker,
     set_global,
     sql,
@@ -63,6 +66,11 @@ old_reachable = old_host.connected
 # What the new primary had applied when it was promoted; set by the promotion at execution time.
 progress = shared.setdefault("promote_replica", {"gtid": ""})
 unreachable = set(state.failed_hosts)  # e.g. a dead old primary: expected, not a failure
+# Mid-way through a Debian upgrade the new primary may run a newer MariaDB than the old one,
+# which then cannot replicate from it: it stays read-only until it is upgraded too.
+old_version = old_host.get_fact(MariaDBState).get("version") if old_reachable else ""
+new_version = new_host.get_fact(MariaDBState).get("version") if new_host.connected else ""
+old_rejoins = mode == "planned" and not replicates_backwards(new_version, old_version)
 
 
 def run(on, command: str) -> str:
@@ -150,9 +158,17 @@ def promoted() -> bool:
 
 def print_next_steps() -> None:
     lab = f" (in the lab: export LAB_DB_PRIMARY={new.name})" if new.stack_env == "lab" else ""
-    rejoin = (f"{old.name} now replicates from {new.name}." if mode == "planned" else
-              f"{old.name} is fenced. When it is back, the deploy below re-seeds it from "
-              f"{new.name}, keeping a dump of its old data in /var/backups/ha-webstack/.")
+    if old_rejoins:
+        rejoin = f"{old.name} now replicates from {new.name}."
+    elif mode == "planned":
+        rejoin = (f"{old.name} does not replicate from {new.name}: it runs MariaDB {old_version}, "
+                  f"older than {new.name}'s {new_version}, and MariaDB does not replicate from "
+                  f"a newer release to an older one. It stays read-only: upgrade it "
+                  f"(ops/upgrade_debian.py, docs/upgrades.md); the deploy below then makes it a "
+                  "replica.")
+    else:
+        rejoin = (f"{old.name} is fenced. When it is back, the deploy below re-seeds it from "
+                  f"{new.name}, keeping a dump of its old data in /var/backups/ha-webstack/.")
     if not old_reachable:
         rejoin += (f" ({old.name} was unreachable, so pyinfra exits with status 1 for it; the "
                    "failover itself succeeded.)")
@@ -179,12 +195,13 @@ if host.name == new.name:
 
 # 3. Point the app at the new primary (the app re-reads the file: no restart).
 if "webservers" in host.groups:
-    readers = [h.address for h in followers] + ([old.address] if mode == "planned" else [])
+    readers = [h.address for h in followers] + ([old.address] if old_rejoins else [])
     write_app_databases(new.address, readers, why=f" (promoted {new.name})", _if=promoted)
 
 # 4. The old primary (planned) and the other replicas replicate from the new primary.
 if host.name == old.name and mode == "planned":
     dynamic_config(old, primary=False, _if=promoted)
+if host.name == old.name and old_rejoins:
     replication_secret_marker(replication_password, _if=promoted)
     server.shell(name=f"{old.name} replicates from {new.name}", _if=promoted, commands=[sql(
         "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos; "

@@ -68,6 +68,7 @@ _STATE_SQL = " UNION ALL ".join([
     "SELECT 'disabled_event', CONCAT(EVENT_SCHEMA, '.', EVENT_NAME) FROM information_schema.EVENTS "
     "WHERE STATUS <> 'ENABLED'",
     "SELECT 'read_only', @@global.read_only",
+    "SELECT 'version', @@global.version",
 ])
 # Hosts an unplanned failover fenced (webstack/mariadb.py FENCED_TABLE); the table may not exist.
 _FENCED_SQL = "SELECT 'fenced', host FROM ha_heartbeat.fenced"
@@ -76,7 +77,8 @@ _FENCED_SQL = "SELECT 'fenced', host FROM ha_heartbeat.fenced"
 class MariaDBState(FactBase):
     """What the deploy needs to know of a MariaDB server in one round trip.
 
-    {'running': bool, 'gtid_binlog_pos': str, 'gtid_slave_pos': str, 'read_only': '0'|'1',
+    {'running': bool, 'version': str, 'gtid_binlog_pos': str, 'gtid_slave_pos': str,
+     'read_only': '0'|'1',
      'tables': [db.table], 'events': [db.event], 'disabled_events': [db.event],
      'fenced': [host name], 'replica': {SHOW SLAVE STATUS field: value} or {}}
     pyinfra's mysql facts cover users, grants and databases; replication state and GTID
@@ -90,8 +92,9 @@ class MariaDBState(FactBase):
                 "|| echo '--not running--'")
 
     def process(self, output):
-        state = {"running": True, "gtid_binlog_pos": "", "gtid_slave_pos": "", "read_only": "",
-                 "tables": [], "events": [], "disabled_events": [], "fenced": [], "replica": {}}
+        state = {"running": True, "version": "", "gtid_binlog_pos": "", "gtid_slave_pos": "",
+                 "read_only": "", "tables": [], "events": [], "disabled_events": [],
+                 "fenced": [], "replica": {}}
         in_replica = False
         for line in output:
             if line == "--not running--":

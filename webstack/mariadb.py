@@ -108,6 +108,38 @@ def transactions_missing_on(primary_state: dict, host_state: dict) -> list[str]:
     return missing
 
 
+def release(version: str) -> tuple[int, int]:
+    """'10.11.18-MariaDB-0+deb12u1-log' -> (10, 11): the release a replication rule is about."""
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def replicates_backwards(primary_version: str, replica_version: str) -> bool:
+    """MariaDB replicates from an older release to a newer one (how an upgrade goes: the
+    replicas first), never from a newer to an older: the older one cannot read what the newer
+    writes. Unknown versions (a server down) decide nothing."""
+    if not primary_version or not replica_version:
+        return False
+    return release(replica_version) < release(primary_version)
+
+
+def replication_release_problem(stack) -> str:
+    """A replica older than the inventory's primary, or ''. Facts are fetched from hosts
+    outside --limit too: the rule is about the pair."""
+    primaries = stack.group("db_primary")
+    if not primaries:
+        return ""
+    primary_version = inventory.get_host(primaries[0].name).get_fact(MariaDBState).get("version")
+    for replica in stack.group("db_replicas"):
+        version = inventory.get_host(replica.name).get_fact(MariaDBState).get("version")
+        if replicates_backwards(primary_version, version):
+            return (f"{replica.name} runs MariaDB {version}, older than its primary "
+                    f"{primaries[0].name} ({primary_version}): MariaDB does not replicate from "
+                    f"a newer release to an older one. Upgrade {replica.name} to the primary's "
+                    f"Debian release first (ops/upgrade_debian.py, docs/upgrades.md)")
+    return ""
+
+
 def inventory_role_problem(stack) -> str:
     """Why the inventory's db_primary is not the host that takes the writes, or ''.
 

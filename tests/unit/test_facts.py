@@ -160,15 +160,17 @@ APP_TABLES = ["ha_heartbeat.heartbeat", "webstack.notes", "webstack.visits"]
 
 def test_primary():
     assert MariaDBState().process(output("mariadb/primary.txt")) == {
-        "running": True, "gtid_binlog_pos": f"0-{A}-1234", "gtid_slave_pos": "",
-        "read_only": "0", "tables": APP_TABLES, "events": ["ha_heartbeat.beat"],
+        "running": True, "version": "10.11.18-MariaDB-0+deb12u1-log",
+        "gtid_binlog_pos": f"0-{A}-1234", "gtid_slave_pos": "", "read_only": "0",
+        "tables": APP_TABLES, "events": ["ha_heartbeat.beat"],
         "disabled_events": [], "fenced": [], "replica": {}}
 
 
 def test_healthy_replica():
     state = MariaDBState().process(output("mariadb/replica.txt"))
     assert {k: v for k, v in state.items() if k != "replica"} == {
-        "running": True, "gtid_binlog_pos": f"0-{A}-1234", "gtid_slave_pos": f"0-{A}-1234",
+        "running": True, "version": "10.11.18-MariaDB-0+deb12u1-log",
+        "gtid_binlog_pos": f"0-{A}-1234", "gtid_slave_pos": f"0-{A}-1234",
         "read_only": "1", "tables": APP_TABLES, "events": ["ha_heartbeat.beat"],
         # replicated events are SLAVESIDE_DISABLED: the primary alone writes the heartbeat
         "disabled_events": ["ha_heartbeat.beat"], "fenced": []}
@@ -209,7 +211,8 @@ def test_replica_that_cannot_reach_its_primary():
 
 def test_new_server_without_replication_or_data():
     assert MariaDBState().process(output("mariadb/new-server.txt")) == {
-        "running": True, "gtid_binlog_pos": "", "gtid_slave_pos": "", "read_only": "0",
+        "running": True, "version": "11.8.9-MariaDB-0+deb13u1 from Debian-log",
+        "gtid_binlog_pos": "", "gtid_slave_pos": "", "read_only": "0",
         "tables": [], "events": [], "disabled_events": [], "fenced": [], "replica": {}}
 
 

@@ -11,7 +11,7 @@ import ipaddress
 
 import pytest
 
-from webstack.mariadb import parse_gtids, transactions_missing_on
+from webstack.mariadb import parse_gtids, replicates_backwards, transactions_missing_on
 
 A = int(ipaddress.IPv4Address("10.213.0.31"))  # db-01: 181731359
 B = int(ipaddress.IPv4Address("10.213.0.32"))  # db-02: 181731360
@@ -104,3 +104,20 @@ def test_errant_transactions_stop_a_rejoin(primary, host, last):
     missing = transactions_missing_on(primary, host)
     assert len(missing) == 1 and missing[0].endswith(f"..{last}")
 
+
+
+# --- which way replication may run across MariaDB releases (an upgrade: replicas first) -----
+
+@pytest.mark.parametrize(("primary", "replica", "refused"), [
+    pytest.param("10.11.18-MariaDB-0+deb12u1-log", "11.8.9-MariaDB-0+deb13u1 from Debian-log",
+                 False, id="Debian 12 primary, Debian 13 replica: the upgrade's order"),
+    pytest.param("11.8.9-MariaDB-0+deb13u1 from Debian-log", "10.11.18-MariaDB-0+deb12u1-log",
+                 True, id="Debian 13 primary, Debian 12 replica: refused"),
+    pytest.param("10.11.18-MariaDB-0+deb12u1-log", "10.11.6-MariaDB-0+deb12u1-log", False,
+                 id="point releases of one release either way"),
+    pytest.param("11.8.9-MariaDB-0+deb13u1", "11.4.5-MariaDB", True, id="minor release counts"),
+    pytest.param("", "10.11.18-MariaDB-0+deb12u1-log", False, id="primary down: no verdict"),
+    pytest.param("11.8.9-MariaDB-0+deb13u1", "", False, id="replica not installed yet"),
+])
+def test_replication_only_runs_from_an_older_release_to_a_newer(primary, replica, refused):
+    assert replicates_backwards(primary, replica) is refused
