@@ -3,7 +3,7 @@
 Runs under gunicorn (Debian's package) behind nginx on each web server. Configuration comes from
 the environment (a root-only file written by the deploy, read by systemd):
   DB_NAME, DB_USER, DB_PASSWORD, DB_PORT, APP_REPLICA_MAX_LAG (seconds), APP_MAX_NOTE_LENGTH,
-  APP_DB_CONNECT_TIMEOUT (seconds), DB_TOPOLOGY_FILE;
+  APP_DB_CONNECT_TIMEOUT (seconds), APP_WRITE_RETRY_S (seconds), DB_TOPOLOGY_FILE;
 and which database is the primary from DB_TOPOLOGY_FILE (DB_PRIMARY=, DB_REPLICAS= lines), re-read
 whenever it changes: a database failover repoints the app without a restart or a dropped request
 (ops/promote_replica.py). DB_PRIMARY/DB_REPLICAS in the environment are the fallback.
@@ -34,6 +34,8 @@ DB = {
 MAX_LAG = float(os.environ.get("APP_REPLICA_MAX_LAG", "5"))
 MAX_NOTE = int(os.environ.get("APP_MAX_NOTE_LENGTH", "1000"))
 CONNECT_TIMEOUT = float(os.environ.get("APP_DB_CONNECT_TIMEOUT", "1"))
+WRITE_RETRY_S = float(os.environ.get("APP_WRITE_RETRY_S", "3"))
+READ_ONLY = 1290  # ER_OPTION_PREVENTS_STATEMENT: the server refused the write, nothing applied
 HOSTNAME = socket.gethostname()
 TOPOLOGY_FILE = os.environ.get("DB_TOPOLOGY_FILE", "")
 VERSION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "VERSION")
@@ -201,12 +203,34 @@ def create_note():
     if len(text) > MAX_NOTE:
         return _error(422, f'"text" is longer than {MAX_NOTE} characters')
     try:
-        with closing(connect(DB["primary"])) as conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO notes (text, web_server) VALUES (%s, %s)", (text, HOSTNAME))
-            note_id = cur.lastrowid
+        note_id, primary = insert_note(text)
     except (DatabaseDown, pymysql.MySQLError) as e:
         return _error(503, f"the primary database is unavailable: {e}")
-    return jsonify(id=note_id, text=text, written_to=DB["primary"], server=HOSTNAME), 201
+    return jsonify(id=note_id, text=text, written_to=primary, server=HOSTNAME), 201
+
+
+def insert_note(text: str) -> tuple[int, str]:
+    """The note's id and the primary that took it.
+
+    During a switchover the old primary is read-only for a moment, then the topology file names
+    the new one: a write refused as read-only, or that could not connect, was never applied, so
+    it is retried (re-reading the topology) for up to APP_WRITE_RETRY_S. A write whose fate is
+    unknown (the connection broke after the INSERT was sent) is not: it could be applied twice.
+    """
+    deadline = time.monotonic() + WRITE_RETRY_S
+    while True:
+        primary = DB["primary"]
+        try:
+            with closing(connect(primary)) as conn, conn.cursor() as cur:
+                cur.execute("INSERT INTO notes (text, web_server) VALUES (%s, %s)",
+                            (text, HOSTNAME))
+                return cur.lastrowid, primary
+        except (DatabaseDown, pymysql.OperationalError) as e:
+            never_applied = isinstance(e, DatabaseDown) or e.args[0] == READ_ONLY
+            if not never_applied or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.1)
+        refresh_topology()
 
 
 @app.get("/api/notes")

@@ -29,4 +29,5 @@ app_db_name = "webstack"
 app_schema_file = "schema.sql"    # CREATE TABLE IF NOT EXISTS ...; applied on the primary
 app_db_user = "webstack"
 app_replica_max_lag = 5.0         # seconds; a staler replica is skipped for reads
+app_write_retry_s = 3.0           # seconds a write refused unapplied is retried (switchover)
 app_health_timeout_s = 30         # rolling app deploy: a server must be healthy again by then

@@ -135,6 +135,9 @@ class AppSettings(_Settings):
     app_db_user: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the app's database user")
     app_replica_max_lag: float = Field(
         ge=0, description="seconds of replica lag beyond which reads go to the primary")
+    app_write_retry_s: float = Field(
+        ge=0, description="seconds the app retries a write the database refused unapplied (a "
+                          "switchover's read-only moment, a refused connection); 0: never")
     app_health_timeout_s: int = Field(
         ge=1, description="ops/rolling_app_deploy.py: seconds a server has to answer its "
                           "health path after a deploy before the rollout stops")

@@ -114,6 +114,7 @@ def db(webstack_app, monkeypatch):
     monkeypatch.setattr(webstack_app, "TOPOLOGY_FILE", "")
     monkeypatch.setattr(webstack_app, "MAX_LAG", 5.0)
     monkeypatch.setattr(webstack_app, "MAX_NOTE", 1000)
+    monkeypatch.setattr(webstack_app, "WRITE_RETRY_S", 0.3)
     return fake
 
 
@@ -167,6 +168,46 @@ def test_a_note_with_the_primary_down_is_a_503(client, db):
     response = client.post("/api/notes", json={"text": "hello"})
     assert response.status_code == 503
     assert response.get_json()["error"].startswith("the primary database is unavailable")
+
+
+def test_a_write_meeting_a_switchover_is_retried_on_the_new_primary(client, db, webstack_app,
+                                                                    tmp_path, monkeypatch):
+    # The old primary is read-only (a switchover in progress): the write is refused, nothing
+    # applied; then the topology file names the promoted replica and the retry lands there.
+    topology = tmp_path / "app.databases"
+    monkeypatch.setattr(webstack_app, "TOPOLOGY_FILE", str(topology))
+    monkeypatch.setitem(webstack_app._topology_seen, "mtime", None)
+    topology.write_text(f"DB_PRIMARY={PRIMARY}\nDB_REPLICAS={REPLICA}\n")
+    db.servers[PRIMARY].read_only = True
+    refused = db.connect
+
+    def switch_after_the_refusal(host, **kwargs):
+        if db.statements("INSERT"):  # an attempt was refused: the replica is promoted
+            db.servers[REPLICA].read_only = False
+            topology.write_text(f"DB_PRIMARY={REPLICA}\nDB_REPLICAS={PRIMARY}\n")
+            os.utime(topology, ns=(2, 2))
+        return refused(host, **kwargs)
+
+    monkeypatch.setattr(webstack_app.pymysql, "connect", switch_after_the_refusal)
+    response = client.post("/api/notes", json={"text": "during the switchover"})
+    assert response.status_code == 201
+    assert response.get_json()["written_to"] == REPLICA
+    *refused_on, applied_on = db.statements("INSERT")
+    assert set(refused_on) == {PRIMARY} and applied_on == REPLICA
+    assert len(db.servers[PRIMARY].notes) == 3  # the refused attempts wrote nothing
+
+
+def test_a_write_whose_fate_is_unknown_is_not_retried(client, db, webstack_app, monkeypatch):
+    # The connection broke after the INSERT was sent: it may have been applied, so a retry
+    # could write the note twice. The client gets the error instead.
+    def lost(self, sql, args=()):
+        self.conn.databases.log.append((self.conn.address, sql))
+        raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
+
+    monkeypatch.setattr(FakeCursor, "execute", lost)
+    response = client.post("/api/notes", json={"text": "hello"})
+    assert response.status_code == 503
+    assert db.statements("INSERT") == [PRIMARY]
 
 
 def _read(client):
