@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYINFRA := $(VENV)/bin/pyinfra
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: lab test check verify deploy down status test-tools docs promtool bench bench-tools
+.PHONY: lab test test-upgrade check verify deploy down status test-tools docs promtool bench bench-tools
 INVENTORY ?= inventories/lab.py
 
 # Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
@@ -69,6 +69,13 @@ test: $(VENV)/.installed test-tools
 	$(PYINFRA) -y inventories/lab.py deploy.py
 	$(PYTEST) -v
 
+## test-upgrade: a fresh Debian 12 lab, the full deploy, then the rolling upgrade of every host to
+## Debian 13 under load (tests/test_upgrade.py, docs/upgrades.md; about 25 minutes).
+test-upgrade: $(VENV)/.installed test-tools
+	LAB_DEBIAN=bookworm LAB_DEBIAN_HOSTS= $(PY) lab/lab.py up --fresh
+	$(PYINFRA) -y inventories/lab.py deploy.py
+	$(PYTEST) -v -rP -m upgrade tests/test_upgrade.py
+
 # Load generators on the control machine (Debian packages): wrk for the data plane, sysbench for
 # the replication-lag load (run inside web-01's network namespace: only app servers reach MariaDB).
 bench-tools:
@@ -77,6 +84,7 @@ bench-tools:
 	    --no-install-recommends wrk sysbench util-linux; }
 
 ## bench: drills and benchmarks on the lab (rebuilds it fresh first; under 15 minutes): writes
-## bench/results/<date>.json, docs/benchmarks.md and docs/benchmarks/*.png. See bench/README.md.
+## bench/results/<date>-<release>.json, docs/benchmarks.md and docs/benchmarks/*.png.
+## See bench/README.md.
 bench: $(VENV)/.installed bench-tools
 	$(PY) bench/run.py

@@ -26,5 +26,12 @@ sshd_rate_limit = True
 # ufw's log level (off, low, medium, high, full).
 ufw_logging = "low"
 
+# ops/upgrade_debian.py (docs/upgrades.md): the one host it upgrades (set on the command line:
+# --data debian_upgrade_host=web-01), the release it upgrades to, and how long the host may take
+# to come back from the reboot that ends the upgrade.
+debian_upgrade_host = ""
+debian_upgrade_to = "trixie"
+debian_reboot_timeout_s = 300
+
 # Port of the node exporter (tasks/exporters.py), on the host's own address, for monitoring only.
 node_exporter_port = 9100

@@ -41,6 +41,9 @@ RUN_FLAGS = [
     "--security-opt", "seccomp=unconfined", "--cgroupns=host",
     "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
     "-e", "container=docker", "--label", LABEL,
+    # A reboot (`systemctl reboot`, as ops/upgrade_debian.py does) ends PID 1: docker starts the
+    # host again, as a server's firmware would. `docker stop` (a drill) still keeps it down.
+    "--restart", "unless-stopped",
     # /proc/sys is read-only in a container: the LBs' non-local bind (for the floating IP) is set
     # here, per network namespace. tasks/keepalived.py still declares it for real servers.
     "--sysctl", "net.ipv4.ip_nonlocal_bind=1",

@@ -30,6 +30,7 @@ from pyinfra.operations import python, server
 
 from webstack.context import stack
 from webstack.haproxy import drain, ready
+from webstack.webserver import health_check
 
 st = stack()
 lbs = {h.name: h for h in st.group("loadbalancers")}
@@ -39,16 +40,6 @@ unreachable = set(state.failed_hosts)  # failed to connect: reported by pyinfra 
 def healthy_so_far() -> bool:
     """Evaluated as each step runs: no server (or balancer) has failed since the start."""
     return not (state.failed_hosts - unreachable)
-
-
-def health_check(web) -> str:
-    """The app, then nginx in front of it, answer the health path (both must, to serve)."""
-    path, timeout = web.app_health_path, web.app_health_timeout_s
-    app = f"curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:{web.app_port}{path}"
-    site = f"curl -fsS --max-time 2 -o /dev/null http://{web.address}:{web.nginx_port}{path}"
-    return (f"for i in $(seq {timeout * 5}); do {app} 2>/dev/null && {site} && exit 0; "
-            f"sleep 0.2; done; echo 'ha-webstack: {web.name} does not answer {path} {timeout} s "
-            "after the deploy: it stays drained and the rollout stops here' >&2; exit 1")
 
 
 def step_done() -> None:

@@ -56,6 +56,15 @@ class CommonSettings(_Settings):
     unattended_upgrades: bool = Field(description="install security updates daily (bool)")
     ufw_logging: Literal["off", "low", "medium", "high", "full"] = Field(
         description="ufw log level: off, low, medium, high or full")
+    debian_upgrade_host: str = Field(
+        description="ops/upgrade_debian.py only: the one host to upgrade, e.g. "
+                    "--data debian_upgrade_host=web-01")
+    debian_upgrade_to: Literal["trixie"] = Field(
+        description="ops/upgrade_debian.py: the Debian release to upgrade to (the next one: "
+                    "Debian upgrades one release at a time)")
+    debian_reboot_timeout_s: int = Field(
+        ge=30, description="ops/upgrade_debian.py: seconds a host has to come back after the "
+                           "reboot that ends its upgrade")
 
 
 class HAProxySettings(_Settings):
@@ -360,6 +369,11 @@ def _stack_problems(stack: Stack) -> list[str]:
             problems.append(f"setting 'mysql_promote_target' = {db.mysql_promote_target!r} is "
                             "not a replica: choose one of the db_replicas group "
                             f"({', '.join(replicas)})")
+    names = [h.name for h in stack.hosts]
+    for h in stack.hosts[:1]:
+        if h.debian_upgrade_host and h.debian_upgrade_host not in names:
+            problems.append(f"setting 'debian_upgrade_host' = {h.debian_upgrade_host!r} is not in "
+                            f"the inventory: choose one of {', '.join(names)}")
     for m in stack.group("monitoring"):
         if not (m.alertmanager_webhook_url or m.alertmanager_email_to):
             problems.append(f"host {m.name}: alerts go nowhere: set alertmanager_webhook_url or "
