@@ -30,6 +30,7 @@ from pyinfra.operations import python, server
 
 from webstack.context import stack
 from webstack.haproxy import drain, ready
+from webstack.run_state import step_done
 from webstack.webserver import health_check
 
 st = stack()
@@ -40,11 +41,6 @@ unreachable = set(state.failed_hosts)  # failed to connect: reported by pyinfra 
 def healthy_so_far() -> bool:
     """Evaluated as each step runs: no server (or balancer) has failed since the start."""
     return not (state.failed_hosts - unreachable)
-
-
-def step_done() -> None:
-    """Runs on every host at the end of each step: pyinfra orders the operations of different
-    hosts only through operations they share, so this keeps the servers strictly one by one."""
 
 
 for web in host.loop(st.group("webservers")):

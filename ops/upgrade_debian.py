@@ -45,6 +45,7 @@ from webstack.context import stack
 from webstack.facts import MariaDBState
 from webstack.haproxy import drain, ready
 from webstack.mariadb import sql
+from webstack.run_state import step_done
 from webstack.webserver import health_check
 
 # The release before each one this can upgrade to: Debian supports one release at a time.
@@ -83,11 +84,6 @@ def preflight() -> str:
         raise SystemExit(f"ha-webstack: {target.name}'s peer {', '.join(down)} is unreachable: "
                          "the floating IP would have nowhere to go")
     return release
-
-
-def step_done() -> None:
-    """Runs on every host at the end of each step: pyinfra orders the operations of different
-    hosts only through operations they share, so the steps stay strictly in order."""
 
 
 def reboot_and_wait() -> None:

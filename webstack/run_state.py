@@ -6,3 +6,9 @@ imported module to be seen by the operations of the other hosts.
 """
 
 shared: dict[str, object] = {}
+
+
+def step_done() -> None:
+    """A barrier for ops/ that go one step at a time: called through python.call on every host
+    at the end of each step. pyinfra orders the operations of different hosts only through
+    operations they share, so this keeps one step's work on every host before the next's."""
