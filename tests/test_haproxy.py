@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from lab.toolkit.deploy import run_deploy
-from lab.toolkit.hosts import VIP, group, run
+from lab.toolkit.hosts import VIP, backend_sessions, group, run, vip_holders
 from lab.toolkit.http import http_get, https_get
 from lab.toolkit.streams import CA
 from webstack import haproxy
@@ -78,9 +78,16 @@ def test_metrics_are_served_to_the_monitoring_host(hosts, stack, name):
 
 @pytest.mark.lab
 def test_round_robin_alternates_strictly():
+    lb = vip_holders()[0]
+    before = backend_sessions(lb)
     served = [https_get(f"https://{VIP}/", CA)[1]["X-Served-By"] for _ in range(20)]
-    assert Counter(served) == dict.fromkeys(group("webservers"), 20 // len(group("webservers")))
-    assert all(a != b for a, b in zip(served, served[1:], strict=False)), served
+    # Other clients share the rotation (the monitoring host probes the floating IP): each of
+    # their requests takes one turn, so it may repeat one server once in ours, never more.
+    others = backend_sessions(lb) - before - len(served)
+    repeats = sum(a == b for a, b in zip(served, served[1:], strict=False))
+    assert repeats <= others, (served, f"{others} requests from other clients")
+    share = 20 // len(group("webservers"))
+    assert all(abs(Counter(served)[w] - share) <= others for w in group("webservers")), served
 
 
 @pytest.mark.lab

@@ -195,6 +195,15 @@ def haproxy_runtime(lb: str, command: str) -> str:
                timeout=10).stdout
 
 
+def backend_sessions(lb: str) -> int:
+    """Requests the web backend has handled on `lb` since HAProxy started (`show stat`, stot)."""
+    for line in haproxy_runtime(lb, "show stat").splitlines():
+        fields = line.split(",")  # pxname svname qcur qmax scur smax slim stot ...
+        if fields[:2] == [haproxy.BACKEND, "BACKEND"]:
+            return int(fields[7])
+    raise RuntimeError(f"no {haproxy.BACKEND} backend in {lb}'s HAProxy statistics")
+
+
 def vip_holders() -> list[str]:
     """The load balancers that currently carry the floating IP on an interface."""
     return [lb for lb in group("loadbalancers")
