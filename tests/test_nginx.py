@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from lab.toolkit.deploy import run_deploy
-from lab.toolkit.hosts import run
+from lab.toolkit.hosts import addr, run
 from lab.toolkit.http import http_get
 
 readonly = pytest.mark.readonly
@@ -85,3 +85,14 @@ def test_broken_setting_fails_the_deploy_and_nginx_keeps_serving(lab):
     good = run_deploy("--limit", "web-01")
     assert good.returncode == 0, good.stderr[-2000:]
     assert http_get(url)[0] == 200
+
+
+@pytest.mark.lab
+def test_a_config_edited_by_hand_is_put_back_by_the_next_deploy():
+    # The same path finishes a run cut short between rendering a config and installing it.
+    conf = "/etc/nginx/sites-enabled/ha-webstack.conf"
+    run("web-01", "bash", "-c", f"echo '# edited by hand' >> {conf}", check=True)
+    res = run_deploy("--limit", "web-01")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "edited by hand" not in run("web-01", "cat", conf).stdout
+    assert http_get(f"http://{addr('web-01')}/healthz")[0] == 200

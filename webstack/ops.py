@@ -1,12 +1,15 @@
 """Config files that are validated before a service ever sees them.
 
 pyinfra's files.template writes a file in place; a service reloaded onto a bad file breaks. Here
-the rendered file goes to a staging copy first; only when it changed is it installed, the
-service's own checker run (`nginx -t`, `haproxy -c`, `sshd -t`, ...), and on failure the previous
-file is put back and the deploy stops with the checker's output. The staging copy stays as the
-record of what was last installed, which keeps a re-run change-free.
+the rendered file goes to a staging copy first; when it changed, or differs from the installed
+file (a run cut short before the install, or an edit by hand), it is installed, the service's
+own checker run (`nginx -t`, `haproxy -c`, `sshd -t`, ...), and on failure the previous file is
+put back and the deploy stops with the checker's output. The staging copy stays as the record of
+what was last installed, which keeps a re-run change-free.
 """
 
+from pyinfra import host
+from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files, server
 
 STAGING_DIR = "/var/lib/ha-webstack/staged"
@@ -74,4 +77,8 @@ if ! out=$({validate} 2>&1); then
 fi
 {_activation(activate, dest)}rm -f '{staged}.prev'"""
     label = f"Install {dest} after: {validate}" + (" then reload" if activate else "")
-    return server.shell(name=label, commands=[script], _if=staging.did_change)
+    # Read before this run renders: a staged copy that differs from the installed file was
+    # never installed (or the file was edited since), so it is installed even if unchanged now.
+    pending = host.get_fact(Sha1File, staged) not in (None, host.get_fact(Sha1File, dest))
+    return server.shell(name=label, commands=[script],
+                        _if=lambda: pending or staging.did_change())
