@@ -30,3 +30,4 @@ haproxy_drain_timeout_s = 30       # rolling app deploy: wait this long for a dr
 keepalived_interface = "eth0"
 keepalived_router_id = 51          # VRRP id: unique among VRRP groups on the same network
 keepalived_unicast = False         # True where the network drops multicast (most clouds)
+keepalived_handover_drain_s = 3    # planned IP move: new connections wait, open ones finish

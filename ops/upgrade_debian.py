@@ -13,16 +13,17 @@ What it does
      debian_upgrade_to, the writable database primary (switch over first:
      ops/promote_replica.py), or a balancer whose peer is unreachable.
   2. Out of service: a web server is drained on both balancers (haproxy_drain_timeout_s); a
-     balancer stops keepalived, so the floating IP is on its peer before anything changes;
-     a replica needs nothing (the app reads from the primary while it is down).
+     balancer is quiesced (new connections wait, open ones finish: webstack/keepalived.py),
+     held out of the election and its keepalived stopped, so the floating IP is on its peer
+     before anything changes; a replica needs nothing (the app reads from the primary).
   3. apt sources to the new release, `apt-get upgrade` (no new packages), then `full-upgrade`
      (Debian's two-step upgrade; configuration files the deploy manages are kept and
      converged in step 5), then a reboot, waiting at most debian_reboot_timeout_s.
   4. The deploy (deploy.py) on this host, planned after the reboot, so every choice it makes
      from facts (package names, config syntax) sees the new release.
   5. Back in service: a web server answers its health path and is put back in rotation (HAProxy
-     must see it UP); a balancer's keepalived runs again; a replica replicates again and has
-     caught up.
+     must see it UP); a balancer's hold is released (the first of the pair takes the floating
+     IP back, its peer quiesced meanwhile); a replica replicates again and has caught up.
   If a step fails the run stops there: the host stays out of service and the others serve.
   Running it again finishes the job: on a host already on debian_upgrade_to the upgrade and
   the reboot are skipped, the rest runs (the deploy changes nothing on a converged host).
@@ -43,7 +44,15 @@ from pyinfra.operations import apt, files, python, server
 
 from webstack.context import stack
 from webstack.facts import MariaDBState
-from webstack.haproxy import drain, ready
+from webstack.haproxy import SOCKET, drain, ready
+from webstack.keepalived import (
+    HAND_OVER,
+    HOLD,
+    holds_ip,
+    quiesce,
+    release_into_election,
+    unquiesce,
+)
 from webstack.mariadb import sql
 from webstack.run_state import step_done
 from webstack.webserver import health_check
@@ -60,6 +69,7 @@ target = st.host(settings.debian_upgrade_host)
 to, before = settings.debian_upgrade_to, PREVIOUS[settings.debian_upgrade_to]
 target_host = inventory.get_host(target.name)
 peers = [lb for lb in st.group("loadbalancers") if lb.name != target.name]
+vip = target.keepalived_floating_ip if "loadbalancers" in target.groups else None
 
 
 def release_of(h) -> str:
@@ -129,6 +139,28 @@ def sources_to_new_release() -> None:
                       text=rf"\b{before}\b", replace=to, flags=["g"])
 
 
+def back_in_election() -> None:
+    """The balancer's hold is released. The first of the pair has the higher priority and takes
+    the floating IP back: its peer, the holder, is quiesced, then hands the IP over at once."""
+    takes_ip = st.group("loadbalancers")[0].name == target.name
+    holder = takes_ip and host.name in [lb.name for lb in peers]
+    if holder:
+        server.shell(name="Quiesce the holder: new connections wait, open ones finish",
+                     commands=[quiesce(vip, SOCKET, target.keepalived_handover_drain_s)])
+    python.call(name=f"{target.name}: holder quiet", function=step_done)
+    if host.name == target.name:
+        server.shell(name="Back in the election", commands=[
+            "systemctl is-active keepalived", release_into_election(10)])
+    python.call(name=f"{target.name}: in the election", function=step_done)
+    if holder:
+        server.shell(name=f"Hand the floating IP over to {target.name}", commands=[HAND_OVER])
+    if takes_ip and host.name == target.name:
+        server.shell(name="The floating IP is back", commands=[holds_ip(vip, 15)])
+    python.call(name=f"{target.name}: floating IP back", function=step_done)
+    if holder:
+        server.shell(name="New connections accepted again", commands=[unquiesce(vip)])
+
+
 release = preflight()
 
 # 1. Out of service.
@@ -136,14 +168,16 @@ if "webservers" in target.groups and "loadbalancers" in host.groups:
     server.shell(name=f"Drain {target.name} in HAProxy",
                  commands=[drain(target.name, settings.haproxy_drain_timeout_s)])
 if "loadbalancers" in target.groups and host.name == target.name:
-    # Masked, so neither the package upgrade nor the reboot starts it with the old release's
-    # config: it comes back with the deploy (step 2).
-    server.shell(name="Stop keepalived: the floating IP moves to the peer",
-                 commands=["systemctl mask --now keepalived"])
+    # Held, so keepalived stays out of the election until step 3 whatever starts it (a
+    # package's postinst, the reboot, the deploy); quiesced first, so no request is cut.
+    server.shell(name="Quiesce: new connections wait, open ones finish",
+                 commands=[quiesce(vip, SOCKET, target.keepalived_handover_drain_s)])
+    server.shell(name="Hold out of the election, stop keepalived: the floating IP moves",
+                 commands=[f"{HOLD} && systemctl stop keepalived",
+                           holds_ip(vip, 5, present=False)])
+    server.shell(name="New connections accepted again", commands=[unquiesce(vip)])
 if "loadbalancers" in target.groups and host.name in [lb.name for lb in peers]:
-    server.shell(name=f"The floating IP is on {host.name}", commands=[
-        f"for i in $(seq 50); do ip -o addr | grep -q ' {target.keepalived_floating_ip}/' "
-        "&& exit 0; sleep 0.2; done; exit 1"])
+    server.shell(name=f"The floating IP is on {host.name}", commands=[holds_ip(vip, 10)])
 python.call(name=f"{target.name}: out of service", function=step_done)
 
 # 2. The upgrade and the reboot (unless a run before this one did them), then the deploy.
@@ -154,9 +188,6 @@ if host.name == target.name and release == before:
     apt.dist_upgrade(name="Upgrade, step 2: full-upgrade", auto_remove=True)
     python.call(name=f"Reboot {target.name} and wait for it", function=reboot_and_wait)
 if host.name == target.name:
-    if "loadbalancers" in target.groups:
-        server.shell(name="Unmask keepalived (the deploy starts it)",
-                     commands=["systemctl unmask keepalived"])
     python.call(name=f"Deploy {target.name} on Debian {to}", function=converge)
 python.call(name=f"{target.name}: upgraded", function=step_done)
 
@@ -168,8 +199,8 @@ python.call(name=f"{target.name}: healthy", function=step_done)
 if "webservers" in target.groups and "loadbalancers" in host.groups:
     server.shell(name=f"Put {target.name} back in rotation",
                  commands=[ready(target.name, target.app_health_timeout_s)])
-if "loadbalancers" in target.groups and host.name == target.name:
-    server.shell(name="keepalived runs again", commands=["systemctl is-active keepalived"])
+if "loadbalancers" in target.groups:
+    back_in_election()
 if "db_replicas" in target.groups and host.name == target.name:
     server.shell(name=f"{target.name} replicates and has caught up", commands=[
         "for i in $(seq 300); do " + sql("SHOW SLAVE STATUS\\G") + " | grep -q "

@@ -9,6 +9,7 @@ from pyinfra import host
 from pyinfra.operations import apt, server, systemd
 
 from webstack.context import me, stack
+from webstack.keepalived import HOLD_FILE
 from webstack.ops import validated_template
 
 s = me()
@@ -25,7 +26,7 @@ config = validated_template(
     validate="keepalived -t -f /etc/keepalived/keepalived.conf", mode="600", s=s,
     router_name=host.name, priority=150 - 10 * rank, own_address=me().address,
     peers=[h.address for h in pair if h.name != host.name],
-    prefix=s.stack_network.prefixlen,
+    prefix=s.stack_network.prefixlen, hold_file=HOLD_FILE,
     # VRRP PASS authentication uses at most 8 characters.
     auth_pass=stack().secrets["keepalived_auth_pass"][:8])
 systemd.service(name="Reload keepalived", service="keepalived", running=True, enabled=True,

@@ -5,6 +5,7 @@ import pytest
 from lab.toolkit.hosts import VIP, run, vip_holders, wait_until
 from lab.toolkit.http import https_get
 from lab.toolkit.streams import CA
+from webstack.keepalived import HOLD_FILE
 
 LB = pytest.mark.hosts("loadbalancers")
 
@@ -18,6 +19,14 @@ def test_keepalived_running_and_nonlocal_bind_on(hosts, name):
     assert "net.ipv4.ip_nonlocal_bind = 1" in h.file(
         "/etc/sysctl.d/60-ha-webstack.conf").content_string
     assert h.file("/etc/keepalived/keepalived.conf").mode == 0o600
+
+
+@pytest.mark.readonly
+@LB
+def test_no_balancer_is_held_out_of_the_election(hosts, name):
+    assert not hosts[name].file(HOLD_FILE).exists, (
+        f"{name} is held out of the floating IP's election ({HOLD_FILE} exists, left by an "
+        "unfinished ops/upgrade_debian.py): finish that run, or remove the file")
 
 
 @pytest.mark.readonly

@@ -107,6 +107,9 @@ class KeepalivedSettings(_Settings):
     keepalived_router_id: int = Field(ge=1, le=255, description="VRRP router id, unique per LAN")
     keepalived_unicast: bool = Field(
         description="send VRRP to the peer's address instead of multicast (cloud networks)")
+    keepalived_handover_drain_s: int = Field(
+        ge=1, le=30, description="a planned move of the floating IP (ops/upgrade_debian.py): "
+                                 "seconds the holder waits for its open connections to finish")
 
 
 class NginxSettings(_Settings):

@@ -6,11 +6,14 @@ verdict; `make bench` (bench/drills.py) runs it many times and reports the figur
 the verdict held. A verdict is the list of the stack's promises the run broke ([] = held).
 """
 
+import runpy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lab.toolkit.deploy import ROOT
 from lab.toolkit.hosts import (
+    VIP,
     all_in_rotation,
     caught_up,
     db_roles_as_built,
@@ -30,6 +33,7 @@ from lab.toolkit.hosts import (
     wait_until,
 )
 from lab.toolkit.streams import Stream
+from webstack import haproxy, keepalived
 
 WEB = "web-01"  # the web server the web-tier drills break
 
@@ -172,6 +176,43 @@ def _vip_moved_and_back(result: dict) -> list[str]:
     return problems
 
 
+def _on(host: str, command: str) -> None:
+    run(host, "bash", "-c", command, timeout=60, check=True)
+
+
+def lb_handover() -> dict:
+    """A planned move of the floating IP, as ops/upgrade_debian.py makes it for the active
+    balancer: lb-01 quiesced, held and stopped (the IP moves to lb-02); then lb-02 quiesced,
+    lb-01 released and lb-02 hands the IP over (lb-01's higher priority keeps it)."""
+    drain = runpy.run_path(str(ROOT / "group_data/loadbalancers.py"))[
+        "keepalived_handover_drain_s"]  # the lab's inventory keeps the group's value
+    with Stream("/healthz", baseline_s=2) as s:
+        t = s.mark("lb-01 quiesced, held, keepalived stopped")
+        _on("lb-01", keepalived.quiesce(VIP, haproxy.SOCKET, drain))
+        _on("lb-01", f"{keepalived.HOLD} && systemctl stop keepalived")
+        _on("lb-01", keepalived.unquiesce(VIP))
+        away = _since(t, lambda: vip_holders() == ["lb-02"], 20)
+        answered = wait_until(lambda: s.served_by_after(t + (away or 0)), 10) is not None
+        _on("lb-01", "systemctl start keepalived")  # held: it stays out of the election
+        t_back = s.mark("lb-02 quiesced, lb-01 released, lb-02 hands over")
+        _on("lb-02", keepalived.quiesce(VIP, haproxy.SOCKET, drain))
+        _on("lb-01", keepalived.release_into_election(10))
+        _on("lb-02", keepalived.HAND_OVER)
+        back = _since(t_back, lambda: vip_holders() == ["lb-01"], 20)
+        _on("lb-02", keepalived.unquiesce(VIP))
+        s.wait_for(3)
+    return {**s.summary(), "vip_on_lb02_after_s": away, "answered_via_lb02": answered,
+            "whole_again_s": back, "whole_again_from": "lb-01 released"}
+
+
+def _handed_over_losslessly(result: dict) -> list[str]:
+    problems = _vip_moved_and_back(result)
+    if result["failed"]:
+        problems.append(f"{result['failed']} of {result['sent']} requests failed: "
+                        f"{result['failures_by_kind']}")
+    return problems
+
+
 # --- the databases ------------------------------------------------------------------------
 
 def _writes(fault: str, do_fault, whole) -> dict:
@@ -235,6 +276,8 @@ DRILLS = {d.name: d for d in (
     Drill("haproxy_kill9", "kill -9 of HAProxy on the active balancer", haproxy_kill9,
           _whole_again),
     Drill("lb_stop", "the active balancer's host stopped", lb_stop, _vip_moved_and_back),
+    Drill("lb_handover", "a planned move of the floating IP and back", lb_handover,
+          _handed_over_losslessly),
     Drill("replica_kill9", "kill -9 of mariadbd on the replica", replica_kill9,
           _nothing_failed_either),
     Drill("primary_restart", "systemctl restart mariadb on the primary", primary_restart,

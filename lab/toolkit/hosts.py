@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from lab import topology
 from lab.toolkit.deploy import ROOT
-from webstack import haproxy
+from webstack import haproxy, keepalived
 
 LOCK_FILE = "/tmp/ha-webstack-lab.lock"
 # The lab as built (lab/.state/topology.json), with LAB_DB_PRIMARY read at import.
@@ -248,6 +248,13 @@ def restore() -> list[str]:
                 if run(h.name, "systemctl", "is-active", "--quiet", unit).returncode != 0:
                     run(h.name, "systemctl", "start", unit, timeout=120)
                     repaired.append(f"started {unit} on {h.name}")
+    for lb in group("loadbalancers"):  # a planned-handover drill that died half-way
+        if run(lb, "test", "-e", keepalived.HOLD_FILE).returncode == 0:
+            run(lb, "bash", "-c", keepalived.RELEASE, check=True)
+            repaired.append(f"released {lb}'s hold")
+        if "ha-webstack-quiesce" in run(lb, "iptables", "-w", "-S", "INPUT").stdout:
+            run(lb, "bash", "-c", keepalived.unquiesce(VIP), check=True)
+            repaired.append(f"unquiesced {lb}")
     wait_until(lambda: vip_holders() == ["lb-01"], timeout=60)
     wait_until(all_in_rotation, timeout=30)
     if not wait_until(lambda: replicating(replica()), timeout=30):
