@@ -176,6 +176,8 @@ if "loadbalancers" in target.groups and host.name == target.name:
                  commands=[f"{HOLD} && systemctl stop keepalived",
                            holds_ip(vip, 5, present=False)])
     server.shell(name="New connections accepted again", commands=[unquiesce(vip)])
+# pyinfra orders the operations of different hosts only through the ones they share.
+python.call(name=f"{target.name}: let go of the floating IP", function=step_done)
 if "loadbalancers" in target.groups and host.name in [lb.name for lb in peers]:
     server.shell(name=f"The floating IP is on {host.name}", commands=[holds_ip(vip, 10)])
 python.call(name=f"{target.name}: out of service", function=step_done)

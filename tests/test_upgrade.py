@@ -25,16 +25,23 @@ def debian(name: str) -> str:
     return run(name, "cat", "/etc/debian_version").stdout.strip()
 
 
+def errors(result) -> str:
+    """pyinfra's error lines (ours start with 'ha-webstack:'), then the end of its output."""
+    lines = [line for line in result.stderr.splitlines()
+             if "Error" in line or "ha-webstack:" in line]
+    return "\n".join(lines[:30]) + "\n...\n" + result.stdout[-1500:] + result.stderr[-1500:]
+
+
 def upgrade(name: str, env: dict | None = None) -> None:
     result = run_deploy("--data", f"debian_upgrade_host={name}", deploy=OP, env=env,
                         timeout=1200)
-    assert result.returncode == 0, f"{name}: " + result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, f"{name}: {errors(result)}"
     assert debian(name).startswith("13."), f"{name} still runs Debian {debian(name)}"
     print(f"  {name}: Debian {debian(name)}", flush=True)
 
 
 def must(result, what: str):
-    assert result.returncode == 0, f"{what}: " + result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, f"{what}: {errors(result)}"
     return result
 
 
