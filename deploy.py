@@ -9,18 +9,16 @@ from pyinfra import host, local
 
 from webstack.context import stack
 from webstack.mariadb import inventory_role_problem, replication_release_problem
-from webstack.run_state import shared
+from webstack.run_state import once
 
 stack()  # validate every host's settings before any operation is planned
-if problem := inventory_role_problem(stack()):
+# Checks about the pair, not this host: once per run, not once per host's run of this file.
+if problem := once("role_problem", lambda: inventory_role_problem(stack())):
     raise SystemExit(f"ha-webstack: {problem}. After a failover (ops/promote_replica.py) put the "
                      "new primary in the group db_primary and the old one in db_replicas "
                      "(lab: LAB_DB_PRIMARY), then deploy. See docs/runbooks.md. No host was "
                      "touched.")
-# A check about the pair, not this host: once per run, not once per host's run of this file.
-if "release_problem" not in shared:
-    shared["release_problem"] = replication_release_problem(stack())
-if problem := shared["release_problem"]:
+if problem := once("release_problem", lambda: replication_release_problem(stack())):
     raise SystemExit(f"ha-webstack: {problem}. No host was touched.")
 
 local.include("tasks/common.py")

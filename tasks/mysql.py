@@ -43,6 +43,7 @@ from webstack.mariadb import (
     transactions_missing_on,
 )
 from webstack.ops import validated_template
+from webstack.run_state import OTHER_HOSTS
 
 s = me()
 st = stack()
@@ -225,7 +226,8 @@ def rejoin_tasks(mine: dict, primary_state: dict) -> None:
 def replica_tasks() -> None:
     mine = host.get_fact(MariaDBState)
     status = mine.get("replica", {})
-    primary_state = inventory.get_host(primary.name).get_fact(MariaDBState)
+    with OTHER_HOSTS:  # the primary may be outside --limit: one connection to it, not one each
+        primary_state = inventory.get_host(primary.name).get_fact(MariaDBState)
     primary_has_data = bool(primary_state.get("gtid_binlog_pos"))
     if not status and mine.get("gtid_binlog_pos"):
         rejoin_tasks(mine, primary_state)
