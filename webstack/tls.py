@@ -4,6 +4,7 @@ Used when no certificate is supplied (secret haproxy_tls_pem_file): the deploy c
 per environment in the ignored secrets/<env>-ca/ and issues an ECDSA P-256 certificate for the
 floating IP and the configured names. Clients verify it with secrets/<env>-ca/ca.crt. The
 certificate is re-issued only when its names change or it nears expiry, so re-runs change nothing.
+The same CA issues each etcd host its own certificate (`issue_host`, docs/etcd.md).
 Written with the `cryptography` library (already a dependency of paramiko) rather than shelling
 out to openssl, so it behaves the same on every control machine.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from webstack import ROOT
 
@@ -82,13 +83,43 @@ def _sans(names: list[str], ips: list[str]) -> list[x509.GeneralName]:
             + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips])
 
 
-def _still_good(pem_path: Path, sans: list[x509.GeneralName]) -> bool:
+def _still_good(pem_path: Path, sans: list[x509.GeneralName], ca_cert=None) -> bool:
+    """The certificate at pem_path has these names, is not near expiry, and (given ca_cert)
+    was signed by that CA: one made anew would not verify it."""
     if not pem_path.exists():
         return False
     cert = x509.load_pem_x509_certificate(pem_path.read_bytes())
     have = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return (set(have) == set(sans) and cert.not_valid_after_utc - _now() > RENEW_BEFORE
-            and _has(cert, x509.AuthorityKeyIdentifier))
+    if not (set(have) == set(sans) and cert.not_valid_after_utc - _now() > RENEW_BEFORE
+            and _has(cert, x509.AuthorityKeyIdentifier)):
+        return False
+    if ca_cert is None:
+        return True
+    issued_by = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ca_id = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return issued_by.key_identifier == ca_id.digest
+
+
+def _leaf(ca_cert, ca_key, key, cn: str, sans: list[x509.GeneralName], usages: list,
+          days: int) -> x509.Certificate:
+    """An end-entity certificate for `key`, signed by the CA, for `usages` (extended key
+    usages: server and/or client authentication)."""
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                         False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
 
 
 def issue(env: str, names: list[str], ips: list[str], days: int = 397,
@@ -104,23 +135,7 @@ def issue(env: str, names: list[str], ips: list[str], days: int = 397,
         return pem_path
     key = ec.generate_private_key(ec.SECP256R1())
     cn = names[0] if names else ips[0]
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(_now() + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
-                                         False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = _leaf(ca_cert, ca_key, key, cn, sans, [ExtendedKeyUsageOID.SERVER_AUTH], days)
     pem_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
                          + ca_cert.public_bytes(serialization.Encoding.PEM)
                          + key.private_bytes(serialization.Encoding.PEM,
@@ -128,6 +143,29 @@ def issue(env: str, names: list[str], ips: list[str], days: int = 397,
                                              serialization.NoEncryption()))
     pem_path.chmod(0o600)
     return pem_path
+
+
+def issue_host(env: str, name: str, address: str, days: int = 397,
+               renew: bool = False) -> tuple[Path, Path]:
+    """Paths of a certificate and its key for one host, issued by the env's CA: both server and
+    client authentication, for the host's name and address (an etcd member serves clients and
+    peers and is a client of its peers; a database agent is etcd's client).
+
+    Kept in secrets/<env>-ca/hosts/<name>.crt and .key, re-issued (new key too) only when the
+    names change, expiry nears, the CA is not the one that signed it, or `renew` asks."""
+    ca_cert, ca_key = ensure_ca(env)
+    sans = _sans([name], [address])
+    d = ca_dir(env) / "hosts"
+    d.mkdir(exist_ok=True, mode=0o700)
+    cert_path, key_path = d / f"{name}.crt", d / f"{name}.key"
+    if _still_good(cert_path, sans, ca_cert) and key_path.exists() and not renew:
+        return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _leaf(ca_cert, ca_key, key, name, sans,
+                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days)
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
 
 
 def serial_hex(pem_path: Path) -> str:
