@@ -52,5 +52,7 @@ monitoring = _group(
     alert_for_default="30s",
     alert_replication_lag_seconds=5.0,
 )
+# The etcd cluster the database agents will use: lb-01, lb-02, monitor-01 (docs/etcd.md).
+etcd = _group("etcd")
 
 check_inventory(globals())

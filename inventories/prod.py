@@ -40,5 +40,8 @@ db_primary = _hosts(("db-01", "192.0.2.31"))    # exactly one
 db_replicas = _hosts(("db-02", "192.0.2.32"))   # zero or more
 monitoring = _hosts(("monitor-01", "192.0.2.41"),
                     alertmanager_email_to="oncall@example.org")  # or alertmanager_webhook_url
+# The etcd cluster the database agents will use (docs/etcd.md): 3 or 5 hosts, none of them a
+# database host. Here it shares the load balancers and the monitoring host.
+etcd = _hosts(("lb-01", "192.0.2.11"), ("lb-02", "192.0.2.12"), ("monitor-01", "192.0.2.41"))
 
 check_inventory(globals())

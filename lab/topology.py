@@ -69,8 +69,8 @@ class Topology:
     @property
     def hosts(self) -> list[LabHost]:
         hosts = [
-            LabHost("lb-01", self._addr(11), ("loadbalancers",)),
-            LabHost("lb-02", self._addr(12), ("loadbalancers",)),
+            LabHost("lb-01", self._addr(11), ("loadbalancers", "etcd")),
+            LabHost("lb-02", self._addr(12), ("loadbalancers", "etcd")),
         ]
         hosts += [
             LabHost(f"web-{i:02d}", self._addr(20 + i), ("webservers",))
@@ -82,7 +82,8 @@ class Topology:
             for i, name in enumerate(DATABASES)
         ]
         hosts += [
-            LabHost("monitor-01", self._addr(41), ("monitoring",)),
+            # etcd: three members outside the database tier (docs/etcd.md).
+            LabHost("monitor-01", self._addr(41), ("monitoring", "etcd")),
             LabHost("client", self._addr(100), ()),
         ]
         return [LabHost(h.name, h.address, h.groups, self.release_of(h.name)) for h in hosts]

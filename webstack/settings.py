@@ -22,15 +22,16 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from webstack import ROOT
 from webstack import secret_loader as secrets
 
 GROUP_DATA_DIR = ROOT / "group_data"
-# Groups every inventory must have, in the order their data is merged.
+# The role groups, in the order their data is merged. Every inventory has the first six; `etcd`
+# may be empty until the database agent uses it (issue #15).
 ROLE_GROUPS = ("loadbalancers", "webservers", "databases", "db_primary", "db_replicas",
-               "monitoring")
+               "monitoring", "etcd")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -229,6 +230,43 @@ class MonitoringSettings(_Settings):
     alert_certificate_days: int = Field(ge=1, description="days before expiry that alert")
 
 
+class EtcdSettings(_Settings):
+    """group_data/etcd.py: the etcd cluster the database agents will use (tasks/etcd.py)."""
+
+    etcd_client_port: Port = Field(description="port clients (the database agents) reach etcd on")
+    etcd_peer_port: Port = Field(description="port etcd members talk to each other on")
+    etcd_cluster_token: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the same on every member; read only when the cluster is created")
+    etcd_data_dir: str = Field(
+        pattern=r"^/[A-Za-z0-9_./-]+$",
+        description="absolute path of the member's data, not Debian's /var/lib/etcd/default")
+    etcd_heartbeat_interval_ms: int = Field(
+        ge=10, le=5000, description="how often the raft leader heartbeats (ms)")
+    etcd_election_timeout_ms: int = Field(
+        ge=50, le=50000,
+        description="how long a follower waits for the leader before an election (ms); at "
+                    "least 5 times etcd_heartbeat_interval_ms")
+
+    @field_validator("etcd_data_dir")
+    @classmethod
+    def _not_the_package_default(cls, value: str) -> str:
+        if value.rstrip("/") == "/var/lib/etcd/default":
+            raise ValueError("Debian's package starts etcd on install and bootstraps a "
+                             "one-member cluster there; keep the default "
+                             "/var/lib/etcd/ha-webstack")
+        return value
+
+    @field_validator("etcd_election_timeout_ms")
+    @classmethod
+    def _five_heartbeats(cls, value: int, info: ValidationInfo) -> int:
+        beat = info.data.get("etcd_heartbeat_interval_ms")
+        if beat and value < 5 * beat:
+            raise ValueError(f"it must be at least 5 times etcd_heartbeat_interval_ms ({beat}): "
+                             "etcd refuses to start otherwise")
+        return value
+
+
 # Which settings model applies to the hosts of which group.
 GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
     "all": (CommonSettings, ExporterSettings),
@@ -236,6 +274,7 @@ GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
     "webservers": (NginxSettings, AppSettings, NginxExporterSettings),
     "databases": (MySQLSettings,),
     "monitoring": (MonitoringSettings,),
+    "etcd": (EtcdSettings,),
 }
 
 
@@ -361,6 +400,7 @@ def _stack_problems(stack: Stack) -> list[str]:
         problems.append(f"duplicate address {address} for hosts {names}: "
                         "give each host its own ssh_hostname in the inventory")
     problems += _group_shape_problems(stack)
+    problems += _etcd_problems(stack)
     ids = Counter(h.mysql_server_id_effective for h in stack.group("databases"))
     for server_id, n in ids.items():
         if n > 1:
@@ -404,6 +444,39 @@ def _group_shape_problems(stack: Stack) -> list[str]:
                             "add it to the databases group")
     for name in {h.name for h in primaries} & {h.name for h in replicas}:
         problems.append(f"host {name} is both db_primary and db_replicas: choose one")
+    return problems
+
+
+def _etcd_problems(stack: Stack) -> list[str]:
+    """The etcd group: none yet (nothing uses it before the database agent), or a cluster that
+    survives the loss of a member and shares no fate with the databases it decides about."""
+    members = stack.group("etcd")
+    if not members:
+        return []
+    problems = []
+    n = len(members)
+    if n < 3:
+        problems.append(
+            f"group etcd has {n} host{'s' if n > 1 else ''}: put at least 3 in the inventory's "
+            "etcd group. etcd writes only with a majority of its members, so with 1 or 2 the "
+            "loss of any one stops it, and the database agents with it")
+    elif n % 2 == 0:
+        problems.append(
+            f"group etcd has {n} hosts: use an odd number (3 or 5). {n} members survive no "
+            f"more losses than {n - 1} (a majority of {n} is {n // 2 + 1}) and a network split "
+            "in halves leaves neither side a majority")
+    for h in members:
+        if "databases" in h.groups:
+            problems.append(
+                f"host {h.name} is in both etcd and databases: etcd decides which database is "
+                "the primary, so it must run outside the database tier; take it out of the "
+                "etcd group and use another host (the lab: lb-01, lb-02, monitor-01)")
+    tokens = sorted({h.etcd_cluster_token for h in members})
+    if len(tokens) > 1:
+        problems.append(
+            f"setting 'etcd_cluster_token' differs between the etcd members ({', '.join(tokens)}):"
+            " set one value for the whole group (group_data/etcd.py or the inventory's etcd "
+            "group)")
     return problems
 
 

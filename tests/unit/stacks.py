@@ -10,7 +10,8 @@ from webstack.settings import Stack, _build, _read_group_data, hosts_from_invent
 def namespace(subnet: str = "10.213.0.0/24", web_servers: int = 2,
               admin_networks: list[str] | None = None) -> dict:
     """An inventory module's globals: the lab's layout (lb .11/.12, web .21.., db .31/.32,
-    monitor .41, floating IP .10) in `subnet`; the admin network is the gateway (.1)."""
+    monitor .41, floating IP .10, etcd on lb-01, lb-02 and monitor-01) in `subnet`; the admin
+    network is the gateway (.1)."""
     net = ip_network(subnet)
     env = {"stack_env": "unittest", "stack_network": subnet,
            "admin_networks": admin_networks or [f"{net[1]}/32"]}
@@ -28,6 +29,7 @@ def namespace(subnet: str = "10.213.0.0/24", web_servers: int = 2,
         "db_replicas": [host("db-02", 32)],
         "monitoring": [host("monitor-01", 41,
                             alertmanager_webhook_url="http://127.0.0.1:9099/alerts")],
+        "etcd": [host("lb-01", 11, **vip), host("lb-02", 12, **vip), host("monitor-01", 41)],
     }
 
 

@@ -96,6 +96,68 @@ def test_two_primaries_are_refused(all_secrets):
     assert "group db_primary has 2 hosts" in _problems(ns)
 
 
+def _etcd(ns, *names):
+    """The namespace's etcd group made of these hosts (their data from their other groups)."""
+    data = {name: d for group in ("loadbalancers", "webservers", "databases", "monitoring")
+            for name, d in ns[group]}
+    return {**ns, "etcd": [(name, data[name]) for name in names]}
+
+
+ETCD = ("lb-01", "lb-02", "monitor-01")
+
+
+def test_three_etcd_members_outside_the_databases_build(all_secrets):
+    stack = _build(hosts_from_inventory(_etcd(_namespace(), *ETCD), _read_group_data()),
+                   env=None)
+    assert [h.name for h in stack.group("etcd")] == list(ETCD)
+    assert stack.host("lb-01").etcd_client_port == 2379
+
+
+def test_the_etcd_group_may_be_empty_until_the_agent_uses_it(all_secrets):
+    stack = _build(hosts_from_inventory(_etcd(_namespace()), _read_group_data()), env=None)
+    assert stack.group("etcd") == []
+
+
+@pytest.mark.parametrize("names", [("lb-01",), ("lb-01", "lb-02")])
+def test_fewer_than_three_etcd_members_are_refused_with_the_reason(all_secrets, names):
+    msg = _problems(_etcd(_namespace(), *names))
+    assert f"group etcd has {len(names)} host" in msg and "put at least 3" in msg
+    assert "majority" in msg
+
+
+def test_an_even_number_of_etcd_members_is_refused(all_secrets):
+    msg = _problems(_etcd(_namespace(), "lb-01", "lb-02", "monitor-01", "web-01"))
+    assert "group etcd has 4 hosts: use an odd number (3 or 5)" in msg
+
+
+def test_a_database_host_in_etcd_is_refused(all_secrets):
+    msg = _problems(_etcd(_namespace(), "lb-01", "lb-02", "db-01"))
+    assert "host db-01 is in both etcd and databases" in msg
+    assert "outside the database tier" in msg
+
+
+def test_etcd_members_share_one_cluster_token(all_secrets):
+    ns = _etcd(_namespace(), *ETCD)
+    ns["etcd"] = [(name, {**data, "etcd_cluster_token": "other"}) if name == "lb-02"
+                  else (name, data) for name, data in ns["etcd"]]
+    msg = _problems(ns)
+    assert "setting 'etcd_cluster_token' differs between the etcd members (ha-webstack, other)" in (
+        msg)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("etcd_data_dir", "/var/lib/etcd/default", "bootstraps a one-member cluster there"),
+    ("etcd_data_dir", "relative/dir", "setting 'etcd_data_dir' = 'relative/dir'"),
+    ("etcd_election_timeout_ms", 300, "at least 5 times etcd_heartbeat_interval_ms (100)"),
+    ("etcd_client_port", 0, "setting 'etcd_client_port' = 0"),
+])
+def test_bad_etcd_settings_name_the_setting(all_secrets, key, value, expected):
+    ns = _etcd(_namespace(), *ETCD)
+    ns["etcd"] = [(name, {**data, key: value}) for name, data in ns["etcd"]]
+    msg = _problems(ns)
+    assert expected in msg and f"'{key}'" in msg
+
+
 def test_missing_secret_names_the_variable_and_the_file(monkeypatch):
     from webstack.secret_loader import SECRETS
     for name in SECRETS:
@@ -161,6 +223,12 @@ def test_cli_refuses_a_floating_ip_outside_the_network(repo_copy, all_secrets):
           'keepalived_floating_ip="10.214.0.10"')
     result = run_deploy(cwd=repo_copy, inventory="inventories/prod.py")
     _assert_refused_before_connecting(result, "outside stack_network 10.213.0.0/24")
+
+
+def test_cli_refuses_an_etcd_group_of_two(repo_copy, all_secrets):
+    _edit(repo_copy / "inventories/prod.py", ', ("monitor-01", "10.213.0.41"))', ")")
+    result = run_deploy(cwd=repo_copy, inventory="inventories/prod.py")
+    _assert_refused_before_connecting(result, "group etcd has 2 hosts: put at least 3")
 
 
 @pytest.mark.parametrize("file, old, new, expected", [
