@@ -8,10 +8,10 @@ from webstack.settings import Stack, _build, _read_group_data, hosts_from_invent
 
 
 def namespace(subnet: str = "10.213.0.0/24", web_servers: int = 2,
-              admin_networks: list[str] | None = None) -> dict:
+              admin_networks: list[str] | None = None, etcd: bool = True) -> dict:
     """An inventory module's globals: the lab's layout (lb .11/.12, web .21.., db .31/.32,
     monitor .41, floating IP .10, etcd on lb-01, lb-02 and monitor-01) in `subnet`; the admin
-    network is the gateway (.1)."""
+    network is the gateway (.1). `etcd=False`: the stack before it had an etcd group."""
     net = ip_network(subnet)
     env = {"stack_env": "unittest", "stack_network": subnet,
            "admin_networks": admin_networks or [f"{net[1]}/32"]}
@@ -20,7 +20,7 @@ def namespace(subnet: str = "10.213.0.0/24", web_servers: int = 2,
         return (name, {"ssh_hostname": str(net[offset]), **env, **data})
 
     vip = {"keepalived_floating_ip": str(net[10])}
-    return {
+    ns = {
         "__file__": "inventories/unit.py",
         "loadbalancers": [host("lb-01", 11, **vip), host("lb-02", 12, **vip)],
         "webservers": [host(f"web-{i:02d}", 20 + i) for i in range(1, web_servers + 1)],
@@ -29,8 +29,10 @@ def namespace(subnet: str = "10.213.0.0/24", web_servers: int = 2,
         "db_replicas": [host("db-02", 32)],
         "monitoring": [host("monitor-01", 41,
                             alertmanager_webhook_url="http://127.0.0.1:9099/alerts")],
-        "etcd": [host("lb-01", 11, **vip), host("lb-02", 12, **vip), host("monitor-01", 41)],
     }
+    if etcd:
+        ns["etcd"] = [host("lb-01", 11, **vip), host("lb-02", 12, **vip), host("monitor-01", 41)]
+    return ns
 
 
 def build(ns: dict) -> Stack:

@@ -124,3 +124,24 @@ def test_a_source_named_twice_gets_one_rule_with_the_first_rows_comment(all_secr
     management = [r for r in rules(stack, "lb-01") if r.port == "8404"]
     assert management == [Rule("allow", "tcp", "8404", MONITOR,
                                "loadbalancers/haproxy-management from admin_networks")]
+
+
+ETCD = {"lb-01": LBS["lb-01"], "lb-02": LBS["lb-02"], "monitor-01": MONITOR}
+
+
+@pytest.mark.parametrize("member", ETCD)
+def test_etcd_clients_are_the_databases_and_monitoring(stack, member):
+    sources = {*DBS.values(), MONITOR} - {ETCD[member]}
+    assert allowed(stack, member, "2379") == dict.fromkeys(sources, "allow")
+
+
+@pytest.mark.parametrize("member", ETCD)
+def test_etcd_peers_are_the_other_members_only(stack, member):
+    others = {a for name, a in ETCD.items() if name != member}
+    assert allowed(stack, member, "2380") == dict.fromkeys(others, "allow")
+
+
+def test_etcd_ports_are_open_on_etcd_members_only(stack):
+    open_on = {h.name for h in stack.hosts
+               if allowed(stack, h.name, "2379") or allowed(stack, h.name, "2380")}
+    assert open_on == set(ETCD)
