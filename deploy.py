@@ -28,8 +28,13 @@ if "loadbalancers" in host.groups:
     local.include("tasks/keepalived.py")  # first: it allows binding the floating IP
     local.include("tasks/haproxy.py")
 
+if "etcd" in host.groups:
+    local.include("tasks/etcd.py")  # before the databases: their agents will use it
+
 if "databases" in host.groups:
     local.include("tasks/mysql.py")
+    if stack().group("etcd"):
+        local.include("tasks/etcd_client.py")
 
 if "webservers" in host.groups:
     local.include("tasks/app.py")

@@ -62,3 +62,22 @@ def environment(s: Host, me: Member, cluster: list[Member], state: str,
 def endpoints(stack: Stack) -> str:
     """The members' client URLs, comma-separated, as etcdctl's --endpoints takes them."""
     return ",".join(m.client_url for m in members(stack))
+
+
+def initial_state(has_data: dict[str, bool | None]) -> str:
+    """ETCD_INITIAL_CLUSTER_STATE for every member, from whether each member has a data
+    directory (None: its host did not answer).
+
+    "new" only when every member answered and none has data: the cluster is being created, by
+    all members at once. "existing" once any member has data: a restarted member ignores it, an
+    added one (etcdctl member add) joins. Undecidable otherwise: a member could create a
+    second cluster or fail to join, so the deploy stops (ValueError)."""
+    if any(has_data.values()):
+        return "existing"
+    if all(v is False for v in has_data.values()):
+        return "new"
+    missing = ", ".join(name for name, v in has_data.items() if v is None)
+    raise ValueError(
+        f"etcd: cannot tell whether the cluster exists: {missing} did not answer and no member "
+        "that did has data. Create the cluster with every member of the etcd group reachable "
+        "(no --limit), see docs/etcd.md")

@@ -227,7 +227,7 @@ def lab_up(web_servers: int = 2, fresh: bool = False, timeout: float = 900) -> N
 # --- the lab as it must be left -----------------------------------------------------------
 
 UNITS = {"loadbalancers": ("haproxy", "keepalived"), "webservers": ("nginx", "ha-webstack-app"),
-         "databases": ("mariadb",)}
+         "databases": ("mariadb",), "etcd": ("etcd",)}
 
 
 def restore() -> list[str]:

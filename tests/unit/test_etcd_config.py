@@ -90,3 +90,18 @@ def test_every_variable_is_a_flag_of_the_installed_etcd(stack):
                                                             re.MULTILINE)}
     unknown = [k for k in rendered(stack, "lb-01") if k.removeprefix("ETCD_") not in flags]
     assert not unknown, f"not flags of {subprocess.getoutput('etcd --version').splitlines()[0]}"
+
+
+@pytest.mark.parametrize(("has_data", "state"), [
+    ({"lb-01": False, "lb-02": False, "monitor-01": False}, "new"),
+    ({"lb-01": True, "lb-02": True, "monitor-01": True}, "existing"),
+    ({"lb-01": True, "lb-02": False, "monitor-01": True}, "existing"),  # a replaced member
+    ({"lb-01": True, "lb-02": None, "monitor-01": False}, "existing"),
+])
+def test_the_cluster_is_created_only_when_no_member_has_data(has_data, state):
+    assert etcd.initial_state(has_data) == state
+
+
+def test_a_missing_member_with_no_data_anywhere_stops_the_deploy():
+    with pytest.raises(ValueError, match="lb-02 did not answer"):
+        etcd.initial_state({"lb-01": False, "lb-02": None, "monitor-01": False})
