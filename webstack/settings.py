@@ -279,8 +279,9 @@ GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
 
 
 def _is_connector_key(key: str) -> bool:
-    """pyinfra's own data: connection (ssh_*) and global operation arguments (_sudo, ...)."""
-    return key.startswith(("ssh_", "_"))
+    """pyinfra's own data: connection (ssh_*; fake_* for its @fake connector, which tests use)
+    and global operation arguments (_sudo, ...)."""
+    return key.startswith(("ssh_", "fake_", "_"))
 
 
 class SettingsError(Exception):

@@ -157,7 +157,8 @@ def issue_host(env: str, name: str, address: str, days: int = 397,
     sans = _sans([name], [address])
     d = ca_dir(env) / "hosts"
     d.mkdir(exist_ok=True, mode=0o700)
-    cert_path, key_path = d / f"{name}.crt", d / f"{name}.key"
+    stem = name.replace("/", "_")  # pyinfra's "@connector/name" host names
+    cert_path, key_path = d / f"{stem}.crt", d / f"{stem}.key"
     if _still_good(cert_path, sans, ca_cert) and key_path.exists() and not renew:
         return cert_path, key_path
     key = ec.generate_private_key(ec.SECP256R1())
