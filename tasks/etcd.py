@@ -56,17 +56,20 @@ certificates = [
 ]
 files.directory(name="etcd data directory", path=s.etcd_data_dir, user="etcd", group="etcd",
                 mode="700")
+dropin = files.put(name="etcd starts after the network and restarts after a failure",
+                   src="templates/etcd/etcd.service.conf",
+                   dest="/etc/systemd/system/etcd.service.d/ha-webstack.conf")
 config = environment_file(state, f"{etcd.ENV_FILE} (initial cluster state: {state})")
 
 if state == "new":
     # Each member's start waits for a majority (the unit is Type=notify): all start together.
     systemd.service(name="Start etcd: create the cluster", service="etcd", running=True,
-                    restarted=True, enabled=True)
+                    restarted=True, enabled=True, daemon_reload=True)
     environment_file("existing", f"{etcd.ENV_FILE}: the cluster exists, later starts join it")
 else:
     systemd.service(name="Restart etcd, one member at a time (its configuration changed)",
-                    service="etcd", running=True, restarted=True, _serial=True,
-                    _if=any_changed(config, *certificates))
+                    service="etcd", running=True, restarted=True, daemon_reload=True,
+                    _serial=True, _if=any_changed(config, dropin, *certificates))
 systemd.service(name="etcd running and enabled", service="etcd", running=True, enabled=True)
 # What the package's first start bootstrapped: a one-member cluster nothing uses.
 files.directory(name="Remove the package's default etcd data", path=etcd.PACKAGE_DATA_DIR,
