@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pyinfra.api.util import get_template
 
 from tests.unit.etcd_cluster import parse, render, stack_with_etcd
-from webstack import etcd, tls
+from webstack import ROOT, etcd, tls
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("etcd") and shutil.which("etcdctl")),
@@ -57,8 +58,12 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen] = {}
         for m in self.members:
             self._install_pki(m.name, root / m.name / "pki")
-        # The database agents' certificate, as tasks/etcd.py issues it for db-01.
+        # The database agents' certificate and etcdctl settings, as tasks/etcd_client.py
+        # installs them on db-01.
         self.client = self._install_pki("db-01", root / "client")
+        self.client_env = parse(get_template(str(ROOT / "templates/etcd/etcdctl.env.j2")).render(
+            pki=self.client, pki_dir=str(root / "client"),
+            endpoints=",".join(m.client_url for m in self.members)))
 
     def _install_pki(self, name: str, pki_dir: Path, env: str = ENV) -> dict[str, str]:
         pki_dir.mkdir(parents=True, mode=0o700)
@@ -93,17 +98,18 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.root / name / "etcd.log").read_text()
 
-    def etcdctl(self, *args: str, endpoints=None, tls_args=None,
-                timeout: float = 15) -> subprocess.CompletedProcess:
-        if tls_args is None:
-            tls_args = [f"--cacert={self.client['ca']}", f"--cert={self.client['cert']}",
-                        f"--key={self.client['key']}"]
-        urls = ",".join(m.client_url for m in (endpoints or self.members))
+    def etcdctl(self, *args: str, endpoints=None, timeout: float = 15,
+                **settings: str) -> subprocess.CompletedProcess:
+        """etcdctl with the client's etcdctl.env; `settings` override its variables
+        (cert="" drops the certificate), `endpoints` its ETCDCTL_ENDPOINTS."""
+        env = {**self.client_env, **{f"ETCDCTL_{k.upper()}": v for k, v in settings.items()}}
+        if endpoints:
+            env["ETCDCTL_ENDPOINTS"] = ",".join(m.client_url for m in endpoints)
+        env = {k: v for k, v in env.items() if v}
         return subprocess.run(
-            ["etcdctl", f"--endpoints={urls}", "--dial-timeout=2s", "--command-timeout=3s",
-             *tls_args, *args],
-            env={"PATH": os.environ["PATH"], "ETCDCTL_API": "3"}, capture_output=True,
-            text=True, timeout=timeout)
+            ["etcdctl", "--dial-timeout=2s", "--command-timeout=3s", *args],
+            env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True,
+            timeout=timeout)
 
     def retried(self, *args: str, timeout: float = 20, done=lambda result: True,
                 **kwargs) -> subprocess.CompletedProcess:
@@ -139,8 +145,8 @@ def cluster(tmp_path, monkeypatch, all_secrets):
         c.stop_all()
 
 
-def _logs(c: Cluster) -> str:
-    return "\n".join(f"--- {m.name}\n{c.log(m.name)[-3000:]}" for m in c.members)
+def _logs(c: Cluster, tail: int = 3000) -> str:
+    return "\n".join(f"--- {m.name}\n{c.log(m.name)[-tail:]}" for m in c.members)
 
 
 def test_a_real_three_member_cluster(cluster):
@@ -155,14 +161,14 @@ def test_a_real_three_member_cluster(cluster):
         assert "unrecognized environment variable" not in c.log(m.name), c.log(m.name)
 
     # No client certificate: the TLS handshake fails, nothing is read.
-    bare = c.etcdctl("get", "x", tls_args=[f"--cacert={c.client['ca']}"])
+    bare = c.etcdctl("get", "x", cert="", key="")
     assert bare.returncode != 0
+    assert "client didn't provide a certificate" in _logs(c, tail=10**7)
     # A certificate from another CA is refused too.
     stranger = c._install_pki("db-01", c.root / "stranger", env="stranger")
-    refused = c.etcdctl("get", "x", tls_args=[f"--cacert={c.client['ca']}",
-                                              f"--cert={stranger['cert']}",
-                                              f"--key={stranger['key']}"])
+    refused = c.etcdctl("get", "x", cert=stranger["cert"], key=stranger["key"])
     assert refused.returncode != 0
+    assert "certificate signed by unknown authority" in _logs(c, tail=10**7)
 
     # One member down: a majority (2 of 3) still writes and reads.
     c.kill("lb-01")
