@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYINFRA := $(VENV)/bin/pyinfra
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: lab test test-upgrade check verify deploy down status test-tools docs promtool bench bench-tools
+.PHONY: lab test test-upgrade check verify deploy down status test-tools docs promtool etcd-tools bench bench-tools
 INVENTORY ?= inventories/lab.py
 
 # Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
@@ -37,7 +37,7 @@ docs: $(VENV)/.installed
 	$(PY) -m webstack.policy > docs/firewall.md
 
 ## check: the fast tier, no lab needed: lint and unit tests (under a minute).
-check: $(VENV)/.installed promtool
+check: $(VENV)/.installed promtool etcd-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(PYTEST) -q tests/unit
@@ -50,9 +50,17 @@ promtool:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
 	  && { pkill -x --ns $$$$ --nslist pid prometheus || true; }; }
 
+# etcd and etcdctl (Debian's etcd-server, etcd-client) for the real three-member cluster of
+# tests/unit/test_etcd_live.py, which starts its own members. On a systemd machine the package
+# starts and enables an etcd of its own: this install's, so it is stopped and disabled.
+etcd-tools:
+	@command -v etcd >/dev/null && command -v etcdctl >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    etcd-server etcd-client && { systemctl disable --now etcd 2>/dev/null || true; }; }
+
 # Tools the tests use on the control machine (Debian packages): a browser for the status page,
 # a MariaDB client for logins made from inside a lab host's network namespace.
-test-tools: promtool
+test-tools: promtool etcd-tools
 	@command -v chromium >/dev/null && command -v mariadb >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    chromium mariadb-client; }
