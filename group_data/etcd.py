@@ -7,6 +7,7 @@ them a database host.
 
 etcd_client_port = 2379                    # the agents (and monitoring) connect here, over TLS
 etcd_peer_port = 2380                      # members only, over TLS
+etcd_metrics_port = 2381                   # /metrics and /health over plain HTTP, for monitoring
 etcd_cluster_token = "ha-webstack"         # read when the cluster is created; same on every member
 etcd_data_dir = "/var/lib/etcd/ha-webstack"  # not Debian's /var/lib/etcd/default (see settings)
 # Raft timing, etcd's defaults: a dead leader is replaced about 1 s after its last heartbeat.

@@ -22,8 +22,9 @@ What it does
   4. The deploy (deploy.py) on this host, planned after the reboot, so every choice it makes
      from facts (package names, config syntax) sees the new release.
   5. Back in service: a web server answers its health path and is put back in rotation (HAProxy
-     must see it UP); a balancer's hold is released (the first of the pair takes the floating
-     IP back, its peer quiesced meanwhile); a replica replicates again and has caught up.
+     must see it UP); an etcd member reports itself healthy; a balancer's hold is released
+     (the first of the pair takes the floating IP back, its peer quiesced meanwhile); a
+     replica replicates again and has caught up.
   If a step fails the run stops there: the host stays out of service and the others serve.
   Running it again finishes the job: on a host already on debian_upgrade_to the upgrade and
   the reboot are skipped, the rest runs (the deploy changes nothing on a converged host).
@@ -198,6 +199,12 @@ python.call(name=f"{target.name}: upgraded", function=step_done)
 if "webservers" in target.groups and host.name == target.name:
     server.shell(name=f"{target.name} answers its health path",
                  commands=[health_check(target, "its upgrade")])
+if "etcd" in target.groups and host.name == target.name:
+    # A member back in the cluster before the next host goes down: etcd keeps its majority.
+    server.shell(name=f"{target.name}'s etcd member is healthy", commands=[
+        f"for i in $(seq 150); do curl -sf http://{target.address}:{target.etcd_metrics_port}"
+        "/health | grep -q '\"health\":\"true\"' && exit 0; sleep 0.2; done; "
+        "systemctl status --no-pager etcd; exit 1"])
 python.call(name=f"{target.name}: healthy", function=step_done)
 if "webservers" in target.groups and "loadbalancers" in host.groups:
     server.shell(name=f"Put {target.name} back in rotation",

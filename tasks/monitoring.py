@@ -104,6 +104,7 @@ systemd.service(name="Reload Alertmanager", service="prometheus-alertmanager", r
 # --- Prometheus ----------------------------------------------------------------------------
 web = st.group("webservers")
 context = dict(m=m, hosts=st.hosts, lbs=st.group("loadbalancers"), webs=web, dbs=dbs,
+               etcds=st.group("etcd"),
                floating_ip=st.group("loadbalancers")[0].keepalived_floating_ip,
                health_path=web[0].app_health_path if web else "/healthz")
 rules = validated_template(

@@ -38,9 +38,10 @@ POLICY: tuple[Row, ...] = (
     Row("webservers", "nginx-exporter", ("nginx_exporter_port",), "tcp", ("monitoring",)),
     Row("monitoring", "prometheus", ("prometheus_port",), "tcp", ("admin_networks",)),
     Row("monitoring", "alertmanager", ("alertmanager_port",), "tcp", ("admin_networks",)),
-    # etcd (docs/etcd.md): clients are the database agents, and monitoring for /metrics; the
-    # peer port is for the other members only.
-    Row("etcd", "etcd-client", ("etcd_client_port",), "tcp", ("databases", "monitoring")),
+    # etcd (docs/etcd.md): clients are the database agents; monitoring scrapes the metrics
+    # port; the peer port is for the other members only.
+    Row("etcd", "etcd-client", ("etcd_client_port",), "tcp", ("databases",)),
+    Row("etcd", "etcd-metrics", ("etcd_metrics_port",), "tcp", ("monitoring",)),
     Row("etcd", "etcd-peer", ("etcd_peer_port",), "tcp", ("etcd",)),
     # Admins too, so an operator can check one web server directly, bypassing the balancers.
     Row("webservers", "http", ("nginx_port",), "tcp", ("loadbalancers", "admin_networks")),

@@ -235,6 +235,9 @@ class EtcdSettings(_Settings):
 
     etcd_client_port: Port = Field(description="port clients (the database agents) reach etcd on")
     etcd_peer_port: Port = Field(description="port etcd members talk to each other on")
+    etcd_metrics_port: Port = Field(
+        description="port of /metrics and /health over plain HTTP (no client certificate), "
+                    "for Prometheus and health waits")
     etcd_cluster_token: str = Field(
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="the same on every member; read only when the cluster is created")

@@ -68,3 +68,13 @@ def test_every_alert_has_a_firing_and_a_quiet_case(tmp_path):
     assert names <= quiet, "every alert needs a case in which it stays quiet"
     assert all({"summary", "runbook"} <= r["annotations"].keys() for r in rules)
     assert all(re.fullmatch(r"\d+[smh]", r["for"]) for r in rules)
+
+
+def test_a_runbook_named_by_an_alert_exists(tmp_path):
+    rules = yaml.safe_load(_render(tmp_path))["groups"][0]["rules"]
+    headings = set(re.findall(r"^## (.+)$", (ROOT / "docs/runbooks.md").read_text(), re.M))
+    named = {r["alert"]: m.group(1) for r in rules
+             if (m := re.match(r"docs/runbooks\.md, ([^:]+):", r["annotations"]["runbook"]))}
+    assert named, "no alert points at docs/runbooks.md"
+    missing = {alert: h for alert, h in named.items() if h not in headings}
+    assert not missing, f"runbooks named by alerts but absent from docs/runbooks.md: {missing}"

@@ -61,17 +61,20 @@ def test_clients_and_peers_need_a_certificate_from_the_stack_ca(stack):
     assert env["ETCD_TRUSTED_CA_FILE"] == env["ETCD_PEER_TRUSTED_CA_FILE"] == pki["ca"]
     assert env["ETCD_CERT_FILE"] == env["ETCD_PEER_CERT_FILE"] == pki["cert"]
     assert env["ETCD_KEY_FILE"] == env["ETCD_PEER_KEY_FILE"] == pki["key"]
-    assert not any("http://" in v for v in env.values()), "a plain-HTTP URL"
+    plain = [k for k, v in env.items() if "http://" in v]
+    assert plain == ["ETCD_LISTEN_METRICS_URLS"], "a plain-HTTP URL other than /metrics"
     assert not any(k.startswith("ETCD_AUTO_TLS") or k.endswith("AUTO_TLS") for k in env)
 
 
 def test_ports_and_timing_come_from_the_settings(all_secrets):
     stack = stack_with_etcd(**{name: {"etcd_client_port": 12379, "etcd_peer_port": 12380,
+                                      "etcd_metrics_port": 12381,
                                       "etcd_heartbeat_interval_ms": 200,
                                       "etcd_election_timeout_ms": 2000} for name in MEMBERS})
     env = rendered(stack, "lb-02")
     assert env["ETCD_LISTEN_CLIENT_URLS"] == "https://10.213.0.12:12379"
     assert "monitor-01=https://10.213.0.41:12380" in env["ETCD_INITIAL_CLUSTER"]
+    assert env["ETCD_LISTEN_METRICS_URLS"] == "http://10.213.0.12:12381"
     assert (env["ETCD_HEARTBEAT_INTERVAL"], env["ETCD_ELECTION_TIMEOUT"]) == ("200", "2000")
 
 

@@ -50,10 +50,11 @@ class Cluster:
         # A temporary CA per environment name; "stranger" is another stack's.
         monkeypatch.setattr(tls, "ca_dir", lambda env: root / f"{env}-ca")
         names = ("lb-01", "lb-02", "monitor-01")
+        ports = _free_ports(3 * len(names))  # client, peer, metrics
         self.stack = stack_with_etcd(
-            **{n: {"etcd_data_dir": str(root / n / "data")} for n in names})
-        ports = _free_ports(2 * len(names))
-        self.members = [etcd.Member(n, "127.0.0.1", ports[2 * i], ports[2 * i + 1])
+            **{n: {"etcd_data_dir": str(root / n / "data"), "etcd_metrics_port": ports[3 * i + 2]}
+               for i, n in enumerate(names)})
+        self.members = [etcd.Member(n, "127.0.0.1", ports[3 * i], ports[3 * i + 1])
                         for i, n in enumerate(names)]
         self.procs: dict[str, subprocess.Popen] = {}
         for m in self.members:

@@ -130,9 +130,10 @@ ETCD = {"lb-01": LBS["lb-01"], "lb-02": LBS["lb-02"], "monitor-01": MONITOR}
 
 
 @pytest.mark.parametrize("member", ETCD)
-def test_etcd_clients_are_the_databases_and_monitoring(stack, member):
-    sources = {*DBS.values(), MONITOR} - {ETCD[member]}
-    assert allowed(stack, member, "2379") == dict.fromkeys(sources, "allow")
+def test_etcd_clients_are_the_databases_and_its_metrics_go_to_monitoring(stack, member):
+    assert allowed(stack, member, "2379") == dict.fromkeys(DBS.values(), "allow")
+    scraper = {MONITOR} - {ETCD[member]}
+    assert allowed(stack, member, "2381") == dict.fromkeys(scraper, "allow")
 
 
 @pytest.mark.parametrize("member", ETCD)
@@ -143,5 +144,5 @@ def test_etcd_peers_are_the_other_members_only(stack, member):
 
 def test_etcd_ports_are_open_on_etcd_members_only(stack):
     open_on = {h.name for h in stack.hosts
-               if allowed(stack, h.name, "2379") or allowed(stack, h.name, "2380")}
+               if any(allowed(stack, h.name, port) for port in ("2379", "2380", "2381"))}
     assert open_on == set(ETCD)
