@@ -8,10 +8,10 @@ from webstack.settings import Stack, _build, _read_group_data, hosts_from_invent
 
 
 def namespace(subnet: str = "10.213.0.0/24", web_servers: int = 2,
-              admin_networks: list[str] | None = None, etcd: bool = True) -> dict:
+              admin_networks: list[str] | None = None) -> dict:
     """An inventory module's globals: the lab's layout (lb .11/.12, web .21.., db .31/.32,
     monitor .41, floating IP .10, etcd on lb-01, lb-02 and monitor-01) in `subnet`; the admin
-    network is the gateway (.1). `etcd=False`: the stack before it had an etcd group."""
+    network is the gateway (.1)."""
     net = ip_network(subnet)
     env = {"stack_env": "unittest", "stack_network": subnet,
            "admin_networks": admin_networks or [f"{net[1]}/32"]}
@@ -29,9 +29,8 @@ def namespace(subnet: str = "10.213.0.0/24", web_servers: int = 2,
         "db_replicas": [host("db-02", 32)],
         "monitoring": [host("monitor-01", 41,
                             alertmanager_webhook_url="http://127.0.0.1:9099/alerts")],
+        "etcd": [host("lb-01", 11, **vip), host("lb-02", 12, **vip), host("monitor-01", 41)],
     }
-    if etcd:
-        ns["etcd"] = [host("lb-01", 11, **vip), host("lb-02", 12, **vip), host("monitor-01", 41)]
     return ns
 
 

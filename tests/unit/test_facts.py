@@ -1,7 +1,8 @@
 """The fact parsers of webstack/facts.py, fed real command output the way pyinfra feeds them.
 
-Fixtures (tests/unit/fixtures/) hold the stdout of each fact's command on Debian 12 as the deploy
-leaves a host: ufw 0.36.2's /etc/ufw/user.rules + user6.rules and `ufw status verbose`, MariaDB
+Fixtures (tests/unit/fixtures/) hold the stdout of each fact's command as the deploy leaves a
+host (Debian 12; lb-01's ufw files on Debian 13, with the etcd rules; ufw 0.36.2 on both):
+/etc/ufw/user.rules + user6.rules and `ufw status verbose`, MariaDB
 10.11's `mariadb -N -B` rows and `SHOW SLAVE STATUS\\G`. pyinfra hands process() the stdout lines
 without their newlines (and does not call it at all for empty output: the fact's default).
 """
@@ -33,9 +34,8 @@ def output(name: str) -> list[str]:
 def test_a_host_holding_the_policy_reads_back_as_exactly_the_policy(all_secrets, name):
     # The firewall task adds what is missing (or has another comment) and deletes what is not
     # wanted: a host the deploy configured must read back as exactly its computed rules, or
-    # every deploy would re-add or delete rules. The fixtures were captured on a lab without
-    # the etcd group (recapture them from a lab deployed with it).
-    stack = stacks.build(stacks.namespace("10.213.0.0/24", etcd=False))
+    # every deploy would re-add or delete rules.
+    stack = stacks.build(stacks.namespace("10.213.0.0/24"))
     held = UfwRules().process(output(f"ufw/user-rules.{name}.txt"))
     assert sorted(held) == sorted(rules_for(stack, stack.host(name)))
 
