@@ -3,12 +3,10 @@ secrets file: tests that validate a whole inventory take the secrets from the en
 
 import pytest
 
-from webstack.secret_loader import SECRETS
+from tests.unit.stacks import secrets_in_environment
 
 
 @pytest.fixture
 def all_secrets(monkeypatch):
-    """Every required secret set in the environment (which wins over secrets/<env>.env), so a
-    test gives the same answer with or without the lab's generated secrets file."""
-    for name in SECRETS:
-        monkeypatch.setenv(name.upper(), "s3cret-for-tests")
+    """Every required secret in the environment, for one test (stacks.secrets_in_environment)."""
+    secrets_in_environment(monkeypatch)

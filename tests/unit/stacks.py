@@ -1,10 +1,21 @@
 """Small in-memory stacks for the fast tier, described the way an inventory file describes them
 (as tests/unit/test_settings.py does) and validated by webstack/settings.py against the real
-group_data/ defaults. Building one needs the secrets: use the `all_secrets` fixture."""
+group_data/ defaults. Building one needs the secrets: use the `all_secrets` fixture (or, for a
+fixture wider than one test, `secrets_in_environment`)."""
 
 from ipaddress import ip_network
 
+import pytest
+
+from webstack.secret_loader import SECRETS
 from webstack.settings import Stack, _build, _read_group_data, hosts_from_inventory
+
+
+def secrets_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every required secret set in the environment (which wins over secrets/<env>.env), so a
+    test gives the same answer with or without the lab's generated secrets file."""
+    for name in SECRETS:
+        monkeypatch.setenv(name.upper(), "s3cret-for-tests")
 
 
 def namespace(subnet: str = "10.213.0.0/24", web_servers: int = 2,
