@@ -1,11 +1,11 @@
 """The database agent's etcd client: etcd's v3 JSON gateway over HTTPS with a client certificate.
 
-Why not a library: Debian's python3-etcd3 (0.12, last released upstream in 2020) speaks gRPC, so it
-brings grpcio and protobuf and breaks when they move, and nobody maintains it. The JSON gateway is
-etcd's own HTTP mapping of the same v3 API, served on the client port beside gRPC, at `/v3/` on
-3.4 (Debian 12) and 3.5 (Debian 13) alike: `POST /v3/kv/range` with a JSON body, keys and values
-base64, 64-bit numbers as strings. The stdlib (http.client, ssl, json, base64) is enough, and the
-agent needs only a dozen operations.
+Why not a library: Debian's python3-etcd3 (0.12.0, upstream's last release, from 2020) speaks gRPC:
+it needs grpcio and protobuf at versions its generated code matches, and nobody maintains it. The
+JSON gateway is etcd's own HTTP mapping of the same v3 API, served on the client port beside
+gRPC, at `/v3/` on 3.4 (Debian 12) and 3.5 (Debian 13) alike: `POST /v3/kv/range` with a JSON
+body, keys and values base64, 64-bit numbers as strings. The stdlib (http.client, ssl, json,
+base64) is enough, and the agent needs only a dozen operations.
 
 Behaviour an operator can rely on:
 
