@@ -54,6 +54,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from agent.gtid import covers, position
+
 
 class Action(StrEnum):
     RENEW = "renew"  # I hold the key: renew the lease, be (or become) the writable primary
@@ -249,9 +251,9 @@ def _bootstrap(obs: Observation) -> Decision:
     if not obs.running:
         return Decision(Action.WAIT, "initial primary, but mariadbd is not running")
     # An etcd rebuilt from nothing must not crown a stale copy: no published peer may be ahead.
-    mine = _parse_gtids(obs.gtid)
+    mine = position(obs.gtid)
     ahead = sorted(name for name, gtid in obs.published_gtids.items()
-                   if name != obs.me and not _covers(mine, _parse_gtids(gtid)))
+                   if name != obs.me and not covers(mine, position(gtid)))
     if ahead:
         return Decision(Action.NEEDS_HUMAN, f"bootstrap refused: {', '.join(ahead)} hold "
                                             "transactions I lack")
@@ -281,36 +283,7 @@ def _cold_start(obs: Observation) -> Decision:
 def _gtid_winner(positions: Mapping[str, str]) -> str | None:
     """The member whose position covers every other's; ties go to the first name, so that
     every agent reading the same positions names the same winner."""
-    parsed = {name: _parse_gtids(gtid) for name, gtid in positions.items()}
+    parsed = {name: position(gtid) for name, gtid in positions.items()}
     covering = [name for name, mine in parsed.items()
-                if all(_covers(mine, other) for other in parsed.values())]
+                if all(covers(mine, other) for other in parsed.values())]
     return min(covering, default=None)
-
-
-def _parse_gtids(position: str) -> dict[int, tuple[int, int]] | None:
-    """MariaDB's 'domain-server-seq,...' as {domain: (server, seq)}; None if malformed, which
-    covers nothing and is covered by nothing (unknown is never a verdict)."""
-    parsed = {}
-    for item in position.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        parts = item.split("-")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            return None
-        domain, server, seq = (int(p) for p in parts)
-        parsed[domain] = (server, seq)
-    return parsed
-
-
-def _covers(mine: dict | None, other: dict | None) -> bool:
-    """Whether position `mine` includes `other`, domain by domain. Same sequence number from
-    another server is another transaction: not covered. A lower one from another server may
-    still have diverged; the prefix check at rejoin catches that (invariant 6)."""
-    if mine is None or other is None:
-        return False
-    for domain, (server, seq) in other.items():
-        my_server, my_seq = mine.get(domain, (None, -1))
-        if my_seq < seq or (my_seq == seq and my_server != server):
-            return False
-    return True
