@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYINFRA := $(VENV)/bin/pyinfra
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: lab test test-upgrade check verify deploy down status test-tools docs promtool etcd-tools bench bench-tools
+.PHONY: lab test test-upgrade check verify deploy down status test-tools docs promtool etcd-tools mariadb-tools bench bench-tools
 INVENTORY ?= inventories/lab.py
 
 # Python deps: a virtualenv with the pinned requirements (re-made when requirements.txt changes).
@@ -40,7 +40,7 @@ docs: $(VENV)/.installed
 # The database agent's tests (tests/unit/test_agent_*.py) run in a pytest of their own, without
 # the conftests: tests/conftest.py imports pyinfra_cli, which replaces socket, ssl and threading
 # with gevent's for the whole process. The agent runs on the plain stdlib, so its tests do too.
-check: $(VENV)/.installed promtool etcd-tools
+check: $(VENV)/.installed promtool etcd-tools mariadb-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(PYTEST) -q tests/unit --ignore-glob='tests/unit/test_agent_*.py'
@@ -62,9 +62,19 @@ etcd-tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    etcd-server etcd-client && { systemctl disable --now etcd 2>/dev/null || true; }; }
 
+# mariadbd and mariadb-install-db (Debian's mariadb-server) for the throwaway local servers of
+# tests/unit/db_cluster.py, which starts its own. The package starts and enables a server of its
+# own: this install's, so it is stopped and disabled (systemd), or stopped (no systemd).
+mariadb-tools:
+	@command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends mariadb-server mariadb-client && { \
+	    systemctl disable --now mariadb 2>/dev/null || service mariadb stop 2>/dev/null \
+	    || true; }; }
+
 # Tools the tests use on the control machine (Debian packages): a browser for the status page,
 # a MariaDB client for logins made from inside a lab host's network namespace.
-test-tools: promtool etcd-tools
+test-tools: promtool etcd-tools mariadb-tools
 	@command -v chromium >/dev/null && command -v mariadb >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    chromium mariadb-client; }
