@@ -9,11 +9,10 @@ START/STOP SLAVE, RESET SLAVE ALL, the rpl_semi_sync_* variables.
 
 What a database host's own configuration must say (the agent relies on it, see agent/README.md):
 read_only=ON and event_scheduler=OFF at start, so a mariadbd that (re)starts never takes writes
-before its agent decides; init_rpl_role=SLAVE and rpl_semi_sync_slave_enabled=ON, so crash
-recovery rolls back and cuts from the binlog whatever a dead primary wrote but never committed
-(never acknowledged) and a former primary's history stays a prefix of the new one's;
-gtid_strict_mode, log_bin, log_slave_updates, a unique server_id; report_host=<member name>,
-which is how a primary knows which replica is connected.
+before its agent decides; gtid_strict_mode, log_bin, log_slave_updates, a unique server_id;
+report_host=<member name>, which is how a primary knows which replica is connected; and an
+include of the agent's own option file (`set_crash_recovery`), which decides what crash
+recovery does with transactions binlogged but not committed.
 
 The replication password comes from the caller (read from a root-only file), goes to the server
 as a bound parameter, and is never logged: nothing here puts it in a message.
@@ -144,11 +143,14 @@ def ask_peer(host: str, port: int, user: str, password: str, timeout: float = 1.
 
 
 class LocalMariaDB:
-    """The MariaDB on this host, through its unix socket."""
+    """The MariaDB on this host, through its unix socket. `recovery_file`: the option file
+    (included by the server's configuration) where the agent says how mariadbd recovers from a
+    crash (`set_crash_recovery`); None: left alone."""
 
-    def __init__(self, socket: str, timeout: float = 2.0):
+    def __init__(self, socket: str, timeout: float = 2.0, recovery_file: str | None = None):
         self.socket = socket
         self.timeout = timeout
+        self.recovery_file = recovery_file
 
     @contextlib.contextmanager
     def _cursor(self, read_timeout: float | None = None,
@@ -313,11 +315,59 @@ class LocalMariaDB:
             cur.execute("STOP SLAVE")
             cur.execute("RESET SLAVE ALL")
 
+    def set_crash_recovery(self, truncate: bool) -> bool:
+        """How the next start after a crash treats transactions binlogged but not committed in
+        InnoDB (with the binlog on, InnoDB's commit is made durable lazily: after a crash, a
+        commit the client saw succeed may be only "prepared"). truncate=True (init_rpl_role=
+        SLAVE): rolled back and cut from the binlog, right while semi-sync is on (the standby
+        has every acknowledged one; the rest nobody acknowledged), so a killed primary comes
+        back as a prefix of the new one. truncate=False (MASTER): committed, as MariaDB does by
+        default, required while semi-sync is relaxed: they may have been acknowledged, and this
+        server then holds the only copy. Written atomically, only when it changes; whether it
+        changed. Takes effect at the next start."""
+        if self.recovery_file is None:
+            return False
+        text = _RECOVERY.format(role="SLAVE" if truncate else "MASTER", semisync=_on(truncate))
+        with contextlib.suppress(OSError):
+            if open(self.recovery_file).read() == text:
+                return False
+        _write_atomically(self.recovery_file, text)
+        return True
+
     def set_semisync_primary(self, on: bool) -> None:
         """Semi-sync on (the standby acknowledges every commit) or relaxed (commits no longer
         wait: only after etcd records the cluster as degraded)."""
         with self._cursor() as cur:
             _semisync_primary(cur, on)
+
+
+_RECOVERY = """\
+# Managed by the ha-webstack agent (agent/mariadb.py, set_crash_recovery): how mariadbd recovers
+# from a crash. SLAVE: transactions binlogged but not committed are rolled back and cut from the
+# binlog (semi-sync on: nobody acknowledged them). MASTER: they are committed (semi-sync relaxed:
+# they may have been acknowledged). Rewritten by the agent; do not edit.
+[mariadbd]
+init_rpl_role = {role}
+rpl_semi_sync_slave_enabled = {semisync}
+"""
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Write, fsync, rename over, fsync the directory: after a crash, old or new, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _on(flag: bool) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from agent.mariadb import LocalMariaDB
 from tests.unit.etcd_cluster import free_ports
 
 # For a module of tests that need real servers: skipped, saying so, without the binaries.
@@ -40,9 +41,9 @@ REPL_PASSWORD = "repl-s3cret-for-tests"
 APP_USER, APP_PASSWORD = "app", "app-s3cret-for-tests"
 
 # What the agent needs of every database host's configuration (the deploy's static drop-in):
-# start read-only, as a replica (init_rpl_role: crash recovery rolls back and truncates what a
-# dead primary wrote to its binlog but never committed, i.e. never acknowledged), semi-sync
-# slave on at start (older releases' condition for that recovery), never silently async.
+# start read-only, GTID strict, semi-sync AFTER_SYNC available, replicas named by report_host;
+# and the agent's own option file, included, which says how crash recovery treats what was
+# binlogged but not committed (agent/mariadb.py: set_crash_recovery).
 SERVER_CONFIG = """\
 log_bin = {root}/{name}-bin
 relay_log = {root}/{name}-relay-bin
@@ -53,12 +54,11 @@ sync_binlog = 1
 innodb_flush_log_at_trx_commit = 1
 read_only = ON
 event_scheduler = OFF
-init_rpl_role = SLAVE
-rpl_semi_sync_slave_enabled = ON
 rpl_semi_sync_master_enabled = OFF
 rpl_semi_sync_master_wait_point = AFTER_SYNC
 report_host = {name}
 skip_name_resolve = ON
+!include {root}/agent-recovery.cnf
 """
 
 
@@ -88,6 +88,11 @@ class Server:
     @property
     def log(self) -> Path:
         return self.root / "error.log"
+
+    @property
+    def recovery_file(self) -> str:
+        """The agent's option file (agent/mariadb.py: set_crash_recovery)."""
+        return str(self.root / "agent-recovery.cnf")
 
     def config(self) -> str:
         return (f"[mariadbd]\nuser = root\ndatadir = {self.datadir}\nsocket = {self.socket}\n"
@@ -119,6 +124,8 @@ class DBCluster:
             s.root.mkdir(parents=True)
             shutil.copytree(template, s.datadir, symlinks=True)
             (s.root / "my.cnf").write_text(s.config())
+            # As the deploy leaves it: crash recovery as semi-sync wants it.
+            LocalMariaDB(s.socket, recovery_file=s.recovery_file).set_crash_recovery(True)
 
     def start(self, name: str) -> None:
         """Start the server (again) and wait until it answers on its socket."""

@@ -209,6 +209,18 @@ def test_a_peer_answers_for_itself_over_tcp(db, pair):
     assert ask_peer("127.0.0.1", 1, REPL_USER, REPL_PASSWORD, timeout=0.5) is None
 
 
+def test_crash_recovery_is_written_only_when_it_changes(tmp_path):
+    path = tmp_path / "62-ha-webstack-agent.cnf"
+    db = LocalMariaDB("/nonexistent.sock", recovery_file=str(path))
+    assert db.set_crash_recovery(truncate=True) is True
+    assert "init_rpl_role = SLAVE\nrpl_semi_sync_slave_enabled = ON\n" in path.read_text()
+    assert db.set_crash_recovery(truncate=True) is False
+    assert db.set_crash_recovery(truncate=False) is True
+    assert "init_rpl_role = MASTER\nrpl_semi_sync_slave_enabled = OFF\n" in path.read_text()
+    assert os.listdir(tmp_path) == [path.name]  # no temporary file left behind
+    assert LocalMariaDB("/nonexistent.sock").set_crash_recovery(truncate=False) is False
+
+
 def test_a_stale_pid_file_never_gets_another_process_killed(tmp_path):
     stale = tmp_path / "mysqld.pid"
     stale.write_text(f"{os.getpid()}\n")  # this python, not a mariadbd
