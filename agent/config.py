@@ -16,7 +16,9 @@ are refused too: a typo must not silently fall back to a default.
                "timeout": 0.5},                 seconds per member and request (optional)
       "mariadb": {"socket": "/run/mysqld/mysqld.sock",
                   "replication_user": "replicator",
-                  "replication_password_file": "/etc/ha-webstack/agent/replication.password"},
+                  "replication_password_file": "/etc/ha-webstack/agent/replication.password",
+                  "recovery_file": "/etc/mysql/mariadb.conf.d/62-ha-webstack-agent.cnf"},
+                                                the agent's own option file (optional)
       "policy": {"lease_ttl": 5, "fence_margin": 2, "replication_silence": 2,
                  "anti_flap_window": 3600,      agent/decision.py's Policy (all optional)
                  "degrade_after": 3,            semi-sync stuck this long: record, then relax
@@ -65,6 +67,7 @@ class Config:
     socket: str
     replication_user: str
     replication_password_file: str
+    recovery_file: str
     policy: Policy
     degrade_after: float
     tick: float
@@ -97,7 +100,8 @@ class Config:
 
 _TOP = {"name", "cluster", "members", "initial_primary", "etcd", "mariadb", "policy", "http"}
 _ETCD = {"endpoints", "ca", "cert", "key", "timeout"}
-_MARIADB = {"socket", "replication_user", "replication_password_file"}
+_MARIADB = {"socket", "replication_user", "replication_password_file", "recovery_file"}
+RECOVERY_FILE = "/etc/mysql/mariadb.conf.d/62-ha-webstack-agent.cnf"
 _POLICY = {f.name for f in fields(Policy)} | {"degrade_after", "tick"}
 _HTTP = {"listen", "replica_max_lag"}
 
@@ -125,7 +129,8 @@ def parse(path: str, data) -> Config:
     if initial not in members:
         raise where.error("initial_primary", f"{initial!r} is not one of members")
     etcd = _section(path, "etcd.", top["etcd"], _ETCD, required=_ETCD - {"timeout"})
-    mariadb = _section(path, "mariadb.", top["mariadb"], _MARIADB, required=_MARIADB)
+    mariadb = _section(path, "mariadb.", top["mariadb"], _MARIADB,
+                       required=_MARIADB - {"recovery_file"})
     policy_data = _section(path, "policy.", top.get("policy", {}), _POLICY, required=set())
     http = _section(path, "http.", top["http"], _HTTP, required={"listen"})
     policy, tick, degrade_after = where.policy(policy_data)
@@ -141,6 +146,8 @@ def parse(path: str, data) -> Config:
         replication_user=where.text("mariadb.replication_user", mariadb["replication_user"]),
         replication_password_file=where.text("mariadb.replication_password_file",
                                              mariadb["replication_password_file"]),
+        recovery_file=where.in_directory("mariadb.recovery_file",
+                                         mariadb.get("recovery_file", RECOVERY_FILE)),
         policy=policy, degrade_after=degrade_after, tick=tick,
         listen=where.address("http.listen", http["listen"]),
         replica_max_lag=where.positive("http.replica_max_lag", http.get("replica_max_lag", 5)))
@@ -218,6 +225,12 @@ class _Where:
     def file(self, setting: str, value) -> str:
         if not os.path.isfile(self.text(setting, value)):
             raise self.error(setting, f"{value}: no such file")
+        return value
+
+    def in_directory(self, setting: str, value) -> str:
+        directory = os.path.dirname(os.path.abspath(self.text(setting, value)))
+        if not os.path.isdir(directory):
+            raise self.error(setting, f"{value}: no directory {directory}")
         return value
 
     def positive(self, setting: str, value) -> float:

@@ -28,7 +28,8 @@ def good(tmp_path) -> dict:
                  "ca": str(tmp_path / "ca.crt"), "cert": str(tmp_path / "client.crt"),
                  "key": str(tmp_path / "client.key")},
         "mariadb": {"socket": "/run/mysqld/mysqld.sock", "replication_user": "replicator",
-                    "replication_password_file": str(secret)},
+                    "replication_password_file": str(secret),
+                    "recovery_file": str(tmp_path / "62-ha-webstack-agent.cnf")},
         "http": {"listen": "10.0.0.32:8008"},
     }
 
@@ -94,6 +95,8 @@ def _with(data: dict, path: str, value) -> dict:
     (lambda d: _with(d, "policy", {"fence_margin": 6}), "policy: fence_margin must be in"),
     (lambda d: _with(d, "policy", {"tick": 1.5}), "policy.tick: 1.5s: at most half the fence"),
     (lambda d: _with(d, "policy", {"anti_flap_window": -1}), "policy.anti_flap_window"),
+    (lambda d: _with(d, "mariadb.recovery_file", "/nonexistent/x.cnf"),
+     "mariadb.recovery_file: /nonexistent/x.cnf: no directory /nonexistent"),
     (lambda d: _with(d, "mariadb.replication_password_file", "/nonexistent"),
      "mariadb.replication_password_file: /nonexistent: No such file"),
 ])
