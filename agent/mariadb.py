@@ -151,13 +151,16 @@ class LocalMariaDB:
         self.socket = socket
         self.timeout = timeout
         self.recovery_file = recovery_file
+        self._pid_file: str | None = None  # where mariadbd said its pid is
+        self._pid: int | None = None  # the mariadbd that last answered
 
     @contextlib.contextmanager
-    def _cursor(self, read_timeout: float | None = None,
-                dict_rows: bool = False) -> Iterator[pymysql.cursors.Cursor]:
+    def _cursor(self, read_timeout: float | None = None, dict_rows: bool = False,
+                connect_timeout: float | None = None) -> Iterator[pymysql.cursors.Cursor]:
         conn = pymysql.connect(
             unix_socket=self.socket, user="root", autocommit=True,
-            connect_timeout=self.timeout, read_timeout=read_timeout or self.timeout,
+            connect_timeout=connect_timeout or self.timeout,
+            read_timeout=read_timeout or self.timeout,
             write_timeout=self.timeout,
             cursorclass=pymysql.cursors.DictCursor if dict_rows else pymysql.cursors.Cursor)
         try:
@@ -179,8 +182,10 @@ class LocalMariaDB:
     def _read(self, cur) -> Facts:
         cur.execute("SELECT @@read_only AS ro, @@gtid_current_pos AS pos, "
                     "@@rpl_semi_sync_master_enabled AS master, "
-                    "@@rpl_semi_sync_slave_enabled AS replica")
+                    "@@rpl_semi_sync_slave_enabled AS replica, @@pid_file AS pid_file")
         variables = cur.fetchone()
+        self._pid_file = variables["pid_file"]
+        self._pid = _pid(self._pid_file)
         cur.execute("SHOW GLOBAL STATUS WHERE Variable_name IN ("
                     + ", ".join(["%s"] * len(_STATUS)) + ")", _STATUS)
         status = {row["Variable_name"]: row["Value"] for row in cur.fetchall()}
@@ -221,16 +226,18 @@ class LocalMariaDB:
         recovery drops whatever it binlogged but never committed. Why not only read_only: a
         commit waiting for a semi-sync acknowledgement holds it off (read_only then times out),
         and killing that client's connection would commit the transaction here, never
-        acknowledged and never replicated: an errant GTID. A killed server commits nothing."""
+        acknowledged and never replicated: an errant GTID. A killed server commits nothing.
+        A mariadbd that runs but does not answer (hung) is killed too if it is the process that
+        last answered: it may be writable. A new process (restarting) started read-only."""
         done = []
         writable = read_only_set = False
-        pid = None
-        try:
-            with self._cursor(read_timeout=3) as cur:
+        pid = _pid(self._pid_file) if self._pid_file else None
+        try:  # a local socket answers in milliseconds: half a second means hung
+            with self._cursor(read_timeout=2, connect_timeout=0.5) as cur:
                 cur.execute("SELECT @@read_only, @@pid_file")
-                read_only, pid_file = cur.fetchone()
+                read_only, self._pid_file = cur.fetchone()
                 writable = not read_only
-                pid = _pid(pid_file)
+                pid = _pid(self._pid_file)
                 cur.execute("SET SESSION lock_wait_timeout = 1")
                 try:
                     cur.execute("SET GLOBAL read_only = ON")
@@ -243,6 +250,7 @@ class LocalMariaDB:
                     done.append(f"{_kill_clients(cur)} client connection(s) killed")
         except (pymysql.MySQLError, OSError) as e:
             done.append(f"not reachable ({e})")
+            writable = pid is not None and pid == self._pid  # silent: assume the worst
         if pid and (writable or not read_only_set):
             done.append(_kill_server(pid))
         return "; ".join(done)

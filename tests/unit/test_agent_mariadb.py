@@ -8,6 +8,7 @@ would. About 15 s.
 
 import contextlib
 import os
+import signal
 import threading
 import time
 
@@ -183,6 +184,18 @@ def test_fencing_a_read_only_server_cuts_its_clients_and_keeps_it_running(db, pa
         with pytest.raises(pymysql.MySQLError):
             client.ping(reconnect=False)
     assert db.pid(B) == pid and replica.observe().io_connected  # replication threads stay
+
+
+def test_a_hung_server_that_answered_before_is_killed(db, pair):
+    """SIGSTOP stands for a mariadbd that hangs: it may be writable, nothing can be asked."""
+    _, replica = pair
+    assert replica.observe().running  # the agent saw this very process answer
+    pid = db.pid(B)
+    os.kill(pid, signal.SIGSTOP)
+    done = replica.fence()
+    assert "not reachable" in done and f"pid {pid}) killed" in done, done
+    assert until(lambda: replica.observe().running, timeout=30), db.log(B)
+    assert db.pid(B) != pid
 
 
 def test_promotion_applies_everything_received_then_takes_writes(db, pair):
