@@ -1,0 +1,569 @@
+"""The database agent's main loop: `python3 -m agent.service --config /etc/ha-webstack/agent.json`
+(`--check` only validates the configuration). Logs go to stdout, for journald.
+
+Every tick (`policy.tick`, 0.5 s by default):
+
+1. read the local MariaDB (`agent.mariadb.LocalMariaDB.observe`);
+2. etcd: renew my lease if I hold one, then one linearizable read of the cluster's prefix;
+3. build the `Observation`, ask `decide` for the action, carry it out;
+4. publish my GTID position in etcd and the snapshot the HTTP endpoints answer from.
+
+What each action does here:
+
+- ACQUIRE (bootstrap, cold start) and PROMOTE take the leader key by create-if-absent under a
+  fresh lease; a bootstrap also records `initialized`, a promotion `last_failover` (and clears
+  the old `sync_standby`: the new primary records its own). PROMOTE makes this server the
+  primary in the same tick.
+- RENEW: the lease was renewed in step 2. A read-only holder takes the primary role: replication
+  stopped once applied, semi-sync AFTER_SYNC on, then read_only=OFF, lifted only while the lease
+  is safely above the fence margin. The holder also keeps semi-sync honest: it records as
+  `sync_standby` the designated replica once that replica acknowledges, and when commits have
+  been stuck for `degrade_after` seconds (no replica acknowledges) it writes `degraded` in etcd
+  first, then relaxes semi-sync; it restores it, and clears `degraded`, once the standby is back
+  and has everything that was acknowledged without it.
+- FENCE: the local server is fenced first (read-only, clients cut, mariadbd killed when it was
+  writable), then the key is released by compare-and-delete and the lease revoked.
+- FOLLOW keeps the replica's semi-sync acknowledgements matching its designation; REJOIN points
+  it at the leader (MASTER_USE_GTID=slave_pos); WAIT may restart a stopped IO thread, and, with
+  the key gone, has the synchronous standby stop receiving from a source that says it is
+  read-only or does not answer (see `_while_waiting`).
+
+The lease guard (`LeaseGuard`) watches the lease from a thread of its own: the main loop may be
+blocked in etcd calls for several timeouts, and invariant 2 (fence before the lease can expire
+anywhere else) must not depend on it.
+
+Stopping the agent changes no role: the key's lease runs out, the other agents see the key gone
+but this primary's stream alive, and wait (decide's "the old primary may still be writing");
+HAProxy's /primary check fails with the agent, so the app stops writing here. The agent started
+again finds itself writable without the key and fences: a failover follows. Hence: no restart
+of the agent on the primary without a switchover first (not built yet, issue #15).
+"""
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pymysql
+
+from agent import gtid
+from agent.config import Config, ConfigError, load
+from agent.decision import Action, Decision, Observation, decide
+from agent.etcd_client import Client, EtcdError, Lease
+from agent.http import Board, Limits, Snapshot, serve
+from agent.keys import Stamp
+from agent.mariadb import (
+    ER_SOURCE_REFUSED_POSITION,
+    Facts,
+    LocalMariaDB,
+    MariaDBError,
+    Peer,
+    StreamWatch,
+    ask_peer,
+)
+
+log = logging.getLogger("agent")
+
+
+class LeaseGuard:
+    """Fences the node the moment its lease is down to the fence margin, from its own thread.
+
+    `hold(deadline)` arms it with the lease's deadline (Lease.deadline, monotonic) after each
+    successful grant or renewal; `release()` disarms it. `lease_safe()` is held while read_only
+    is lifted, so a lift and a fence never interleave."""
+
+    def __init__(self, fence: Callable[[], str], margin: float, period: float = 0.05):
+        self._fence = fence
+        self._margin = margin
+        self._period = period
+        self._lock = threading.Lock()
+        self._deadline: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="lease-guard", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def hold(self, deadline: float) -> None:
+        with self._lock:
+            self._deadline = deadline
+
+    def release(self) -> None:
+        with self._lock:
+            self._deadline = None
+
+    @contextlib.contextmanager
+    def lease_safe(self) -> Iterator[bool]:
+        """Whether the lease is above the margin, the guard kept from firing meanwhile."""
+        with self._lock:
+            yield self._deadline is not None and time.monotonic() < self._deadline - self._margin
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._period):
+            with self._lock:
+                if self._deadline is None or time.monotonic() < self._deadline - self._margin:
+                    continue
+                self._deadline = None
+                try:
+                    log.warning("lease within the %.1fs fence margin: fencing (%s)",
+                                self._margin, self._fence())
+                except Exception:  # the main loop fences on its next tick all the same
+                    log.exception("the lease guard's fence failed")
+
+
+class Agent:
+    """One agent: its etcd client, its MariaDB, its board; `tick()` once per interval."""
+
+    def __init__(self, config: Config, etcd: Client, db: LocalMariaDB, board: Board):
+        self.cfg = config
+        self.keys = config.keys
+        self.me = config.name
+        self.etcd = etcd
+        self.db = db
+        self.board = board
+        self.guard = LeaseGuard(db.fence, config.policy.fence_margin)
+        self.lease: Lease | None = None
+        self.kvs: dict[str, str] = {}  # the prefix as last read
+        self.etcd_down = False  # the last read failed: log the change, not every tick
+        self.stream = StreamWatch()
+        self.started_at: float | None = None  # mariadbd's start, as last seen
+        self.diverged_from: str | None = None  # a writable leader that refused my history
+        self.refused_by: str | None = None  # a read-only leader that refused it (logged)
+        self.published: str | None = None  # the GTID position last published
+        self.stuck_since: float | None = None  # semi-sync commits stuck since (monotonic)
+        self.acked = 0  # Rpl_semi_sync_master_yes_tx at the last tick
+        self.restore_from: str | None = None  # my position when semi-sync came back on
+        self.last: Decision | None = None
+
+    # The tick
+
+    def tick(self) -> Decision:
+        facts = self.db.observe()
+        etcd_ok = self._read_etcd()
+        obs = self._observation(facts, etcd_ok)
+        decision = decide(obs, self.cfg.policy)
+        self._log(decision)
+        try:
+            self._act(decision, obs, facts)
+            if etcd_ok and decision.action is Action.RENEW and facts.writable:
+                self._keep_semisync(facts, obs)
+            if etcd_ok and facts.running:
+                self._publish(facts)
+        except (EtcdError, MariaDBError, ConfigError, OSError, pymysql.MySQLError) as e:
+            log.error("%s failed: %s", decision.action, e)  # the next tick decides afresh
+        facts = self.db.observe()  # after the action: what the snapshot and recovery are about
+        self._keep_crash_recovery(facts)
+        self.board.publish(self._snapshot(facts, obs, decision))
+        return decision
+
+    def _keep_crash_recovery(self, facts: Facts) -> None:
+        """Crash recovery truncates uncommitted binlog tails (LocalMariaDB.set_crash_recovery)
+        except on the writable holder while its semi-sync is relaxed, when they may be
+        acknowledged writes held nowhere else. Relaxing sets it first (`_degrade`); this puts
+        it back only once semi-sync is on again, as seen after this tick's actions."""
+        if not facts.running:
+            return
+        relaxed = self.lease is not None and facts.writable and not facts.semisync_master_enabled
+        try:
+            if self.db.set_crash_recovery(truncate=not relaxed):
+                log.warning("crash recovery now %s uncommitted binlog tails",
+                            "keeps" if relaxed else "truncates")
+        except OSError as e:
+            log.error("could not write %s: %s", self.db.recovery_file, e)
+
+    def _read_etcd(self) -> bool:
+        """Renew my lease (if any), then read the prefix; False if etcd did not answer. A
+        failed renewal skips the read: one timeout per tick at most, the lease is running."""
+        try:
+            if self.lease:
+                self.lease = self.etcd.keepalive(self.lease.id)
+                self.guard.hold(self.lease.deadline)
+            self.kvs = self.etcd.get_prefix(self.keys.prefix)
+        except EtcdError as e:
+            if not self.etcd_down:
+                log.warning("etcd unreachable: %s", e)
+            self.etcd_down = True
+            return False
+        if self.etcd_down:
+            log.warning("etcd reachable again")
+        self.etcd_down = False
+        if self.lease and self.kvs.get(self.keys.leader) != self.me:
+            self._drop_lease()  # the key is not mine: the lease protects nothing
+        return True
+
+    def _observation(self, facts: Facts, etcd_ok: bool) -> Observation:
+        kvs, keys = self.kvs, self.keys
+        leader = kvs.get(keys.leader)
+        source = self.cfg.member_at(*facts.source) if facts.source else None
+        holder = self.lease is not None
+        restarted = self._restarted(facts) and holder
+        return Observation(
+            me=self.me, now=time.time(), etcd_ok=etcd_ok, leader=leader,
+            lease_left=self.lease.left() if holder else None,
+            database_members=frozenset(self.cfg.members),
+            initial_primary=self.cfg.initial_primary,
+            cluster_initialized=keys.initialized in kvs,
+            sync_standby=kvs.get(keys.sync_standby), degraded=keys.degraded in kvs,
+            last_failover_at=self._last_failover(),
+            cold_start=False,  # not recorded yet (agent/README.md)
+            published_gtids=keys.published_gtids(kvs),
+            running=facts.running and not restarted, read_only=facts.read_only,
+            replicating_from=source, io_connected=facts.io_connected,
+            stream_silence=self.stream.silence(facts, time.monotonic()),
+            relay_applied=facts.relay_applied, gtid=facts.gtid_current,
+            history_is_prefix=self._history_verdict(facts, leader, source))
+
+    def _restarted(self, facts: Facts) -> bool:
+        """Whether mariadbd restarted since the last tick. A holder whose server restarted
+        steps down: crash recovery may have dropped commits a replica already has."""
+        if not facts.running:
+            return False
+        before, self.started_at = self.started_at, facts.started_at
+        return before is not None and abs(facts.started_at - before) > 2
+
+    def _last_failover(self) -> float | None:
+        text = self.kvs.get(self.keys.last_failover)
+        if text is None:
+            return None
+        try:
+            return Stamp.decode(text).at
+        except ValueError:
+            return time.time()  # unreadable: as if just now, so anti-flap errs on safety
+
+    def _history_verdict(self, facts: Facts, leader: str | None,
+                         source: str | None) -> bool | None:
+        """Whether my GTID history is a prefix of the leader's; asked of the leader itself,
+        only when a rejoin is the question (read-only, not replicating from the leader)."""
+        if not leader or leader == self.me or not facts.running or source == leader:
+            return None
+        if self.diverged_from == leader:
+            return False
+        peer = self._ask(leader)
+        return None if peer is None else gtid.is_prefix(facts.gtid_current, peer.binlog_state)
+
+    def _ask(self, member: str) -> Peer | None:
+        """The member's MariaDB, asked directly; None if it does not answer."""
+        host, port = self.cfg.members[member]
+        try:
+            password = self.cfg.replication_password()
+        except ConfigError as e:
+            log.error("%s", e)
+            return None
+        return ask_peer(host, port, self.cfg.replication_user, password, self.cfg.etcd.timeout)
+
+    # Actions
+
+    def _act(self, decision: Decision, obs: Observation, facts: Facts) -> None:
+        action = decision.action
+        if action is Action.RENEW and facts.running and facts.read_only:
+            self._become_primary(obs)
+        elif action is Action.ACQUIRE:
+            if self._take_key() and not obs.cluster_initialized:
+                self.etcd.create(self.keys.initialized, Stamp(self.me, time.time()).encode())
+        elif action is Action.PROMOTE:
+            if self._take_key():
+                self.etcd.put(self.keys.last_failover, Stamp(self.me, time.time()).encode())
+                self.etcd.delete(self.keys.sync_standby)
+                log.warning("promoted: I hold the leader key, taking the primary role")
+                self._become_primary(obs)
+        elif action is Action.FENCE:
+            self._fence()
+        elif action is Action.FOLLOW:
+            self._keep_following(facts, obs)
+        elif action is Action.REJOIN:
+            self._replicate_from(obs.leader, obs)
+        elif action is Action.WAIT:
+            self._while_waiting(facts, obs)
+
+    def _take_key(self) -> bool:
+        """Create-if-absent of the leader key under a fresh lease; whether I hold it now."""
+        self._drop_lease()
+        lease = self.etcd.grant(self.cfg.lease_ttl)
+        if not self.etcd.create(self.keys.leader, self.me, lease.id):
+            self.etcd.revoke(lease.id)
+            log.info("the leader key was taken by another agent first")
+            return False
+        self.lease = lease
+        self.guard.hold(lease.deadline)
+        self.kvs[self.keys.leader] = self.me
+        log.warning("took the leader key (lease %s, ttl %ss)", lease.id, lease.ttl)
+        return True
+
+    def _drop_lease(self) -> None:
+        if self.lease is None:
+            return
+        self.guard.release()
+        lease, self.lease = self.lease, None
+        with contextlib.suppress(EtcdError):
+            self.etcd.revoke(lease.id)
+
+    def _become_primary(self, obs: Observation) -> None:
+        """Take the primary role: prepared read-only, then writes, under a safe lease only."""
+        self.db.prepare_primary(semisync=not obs.degraded)
+        if obs.degraded:  # relaxed from the first write: crash recovery must keep them
+            self.db.set_crash_recovery(truncate=False)
+        with self.guard.lease_safe() as safe:
+            if not safe:
+                log.warning("lease too short to take writes: staying read-only this tick")
+                return
+            self.db.allow_writes()
+        self.stuck_since = self.restore_from = None
+        log.warning("primary: read_only=OFF, semi-sync %s",
+                    "relaxed (degraded)" if obs.degraded else "AFTER_SYNC on")
+
+    def _fence(self) -> None:
+        """Fence the server first, then give the key up: never the other way round."""
+        self.guard.release()
+        log.warning("fenced: %s", self.db.fence())  # also a mariadbd alive but not answering
+        lease, self.lease = self.lease, None
+        if lease is None and self.kvs.get(self.keys.leader) != self.me:
+            return
+        try:  # my key, with or without the lease it was taken with (lost when etcd was away)
+            self.etcd.compare_and_delete(self.keys.leader, self.me)
+            if lease:
+                self.etcd.revoke(lease.id)
+            log.warning("released the leader key")
+        except EtcdError as e:
+            log.warning("could not release the leader key (its lease runs out): %s", e)
+        self.kvs.pop(self.keys.leader, None)
+
+    def _designated_standby(self, leader: str | None, obs: Observation) -> str | None:
+        """The one replica that acknowledges the leader's commits: the recorded standby, or
+        the first other member by name. One only: with two acknowledging replicas an
+        acknowledged write could be on either, and the recorded one might lack it."""
+        others = sorted(m for m in self.cfg.members if m != leader)
+        return obs.sync_standby if obs.sync_standby in others else (others or [None])[0]
+
+    def _replicate_from(self, leader: str, obs: Observation) -> None:
+        host, port = self.cfg.members[leader]
+        semisync = self._designated_standby(leader, obs) == self.me
+        self.db.replicate_from(host, port, self.cfg.replication_user,
+                               self.cfg.replication_password(), self.cfg.heartbeat, semisync)
+        log.warning("replicating from %s (%s:%s), semi-sync acknowledgements %s", leader, host,
+                    port, "on" if semisync else "off")
+
+    def _keep_following(self, facts: Facts, obs: Observation) -> None:
+        wanted = self._designated_standby(obs.leader, obs) == self.me
+        if facts.semisync_replica_enabled != wanted:
+            self.db.set_semisync_replica(wanted)
+            log.warning("semi-sync acknowledgements to %s %s", obs.leader,
+                        "on" if wanted else "off")
+
+    def _while_waiting(self, facts: Facts, obs: Observation) -> None:
+        """Keep replication going while nothing else may change.
+
+        With the key gone, the synchronous standby asks its source whether it is read-only.
+        If it is (fenced, or restarted read-only after a kill) or does not answer, the standby
+        stops receiving (STOP SLAVE IO_THREAD): a fenced old primary's heartbeats would
+        otherwise keep its stream from ever falling silent. Once the key is gone that server
+        cannot become writable again (a former leader never takes a free key back), and
+        without the standby's acknowledgements (AFTER_SYNC, no timeout) it cannot acknowledge
+        a single commit more, so nothing acknowledged can be missed. A source still writable
+        (its agent died, its mariadbd did not) keeps its stream: the standby waits, as it must.
+        """
+        if not obs.etcd_ok or not facts.running or facts.source is None:
+            return
+        if obs.leader is None:
+            candidate = (obs.cluster_initialized and not obs.degraded
+                         and obs.sync_standby == self.me)
+            source = self.cfg.member_at(*facts.source)
+            if candidate and facts.io_state != "No" and source:
+                peer = self._ask(source)
+                if peer is None or peer.read_only:
+                    self.db.stop_receiving()
+                    log.warning("leader key gone and %s %s: stopped receiving from it", source,
+                                "does not answer" if peer is None else "is read-only")
+            return
+        if obs.replicating_from != obs.leader:
+            return
+        if facts.io_errno == ER_SOURCE_REFUSED_POSITION:
+            self._refused(obs.leader, facts)
+        elif facts.io_state == "No":
+            self.db.start_replication()
+            log.warning("replication from %s was stopped: started again", obs.leader)
+
+    def _refused(self, leader: str, facts: Facts) -> None:
+        """The leader's server refused my position (error 1236). If it is writable, it is the
+        primary and my history is not a prefix of its own: forget it, stay fenced for a human.
+        If it is read-only, it is a fenced old primary whose crash recovery dropped commits I
+        had already received (and acknowledged; it never committed them): its key is about to
+        go, and my relay log is what the next primary needs. Touch nothing."""
+        peer = self._ask(leader)
+        if peer is None or peer.read_only:
+            if self.refused_by != leader:  # logged once
+                log.warning("%s (read-only or silent) refused my position, it lacks what I "
+                            "have: waiting for its key to go (%s)", leader, facts.io_error)
+            self.refused_by = leader
+            return
+        self.diverged_from = leader
+        self.db.forget_source()
+        log.error("%s refused my GTID position: diverged history (%s); stays fenced", leader,
+                  facts.io_error)
+
+    # The primary's semi-sync
+
+    def _keep_semisync(self, facts: Facts, obs: Observation) -> None:
+        """Semi-sync on the writable holder: never silently async, relaxed only after etcd
+        records it, the standby recorded only once it acknowledges."""
+        standby = self._designated_standby(self.me, obs)
+        if self._stuck(facts):
+            self._degrade(obs)
+        elif not obs.degraded:
+            if not facts.semisync_master_enabled:
+                self.db.set_semisync_primary(True)  # someone turned it off: never async
+                log.warning("semi-sync was off without `degraded` in etcd: turned it on")
+            elif (facts.semisync_master_on and facts.semisync_clients >= 1
+                  and standby in facts.replicas and obs.sync_standby != standby):
+                self.etcd.put(self.keys.sync_standby, standby)
+                log.warning("synchronous standby: %s", standby)
+        else:
+            self._restore(facts, obs, standby)
+
+    def _stuck(self, facts: Facts) -> bool:
+        """Commits wait and nothing is acknowledged (or no replica can acknowledge), for
+        `degrade_after` seconds in a row."""
+        progress = facts.semisync_acked != self.acked
+        self.acked = facts.semisync_acked
+        stuck = facts.semisync_master_enabled and (
+            facts.semisync_clients == 0 or (facts.semisync_waiting > 0 and not progress))
+        now = time.monotonic()
+        if not stuck:
+            self.stuck_since = None
+            return False
+        self.stuck_since = self.stuck_since or now
+        return now - self.stuck_since >= self.cfg.degrade_after
+
+    def _degrade(self, obs: Observation) -> None:
+        if not obs.degraded:
+            self.etcd.put(self.keys.degraded, Stamp(self.me, time.time()).encode())
+        # Before relaxing: a crash from now on keeps what was binlogged (maybe acknowledged).
+        self.db.set_crash_recovery(truncate=False)
+        with self.guard.lease_safe() as safe:
+            # Written while my lease (so my key) was alive: any agent that later finds the key
+            # gone reads `degraded` too, and will not promote.
+            if safe:
+                self.db.set_semisync_primary(False)
+                log.warning("no replica acknowledged for %.1fs: recorded `degraded`, relaxed "
+                            "semi-sync, crash recovery keeps uncommitted binlog tails (no "
+                            "automatic failover until it is restored)", self.cfg.degrade_after)
+        self.stuck_since = self.restore_from = None
+
+    def _restore(self, facts: Facts, obs: Observation, standby: str | None) -> None:
+        """Back from degraded: semi-sync on again once the standby is connected, then, when
+        the standby has everything this server had when acknowledgements resumed, record it
+        and clear `degraded`: from then on it holds every acknowledged write."""
+        if standby not in facts.replicas:
+            self.restore_from = None
+            return
+        if not facts.semisync_master_enabled:
+            self.db.set_semisync_primary(True)
+            log.warning("%s is back: semi-sync on again (still degraded)", standby)
+            return
+        if not (facts.semisync_master_on and facts.semisync_clients >= 1):
+            return
+        if self.restore_from is None:
+            self.restore_from = facts.gtid_current
+            return
+        theirs = obs.published_gtids.get(standby)
+        if theirs is not None and gtid.covers(gtid.position(theirs),
+                                              gtid.position(self.restore_from)):
+            self.etcd.put(self.keys.sync_standby, standby)
+            self.etcd.delete(self.keys.degraded)
+            self.restore_from = None
+            log.warning("%s caught up: synchronous standby again, `degraded` cleared", standby)
+
+    # Publishing
+
+    def _publish(self, facts: Facts) -> None:
+        if facts.gtid_current != self.published:
+            self.etcd.put(self.keys.gtid(self.me), facts.gtid_current)
+            self.published = facts.gtid_current
+
+    def _snapshot(self, facts: Facts, obs: Observation, decision: Decision) -> Snapshot:
+        leader = self.kvs.get(self.keys.leader)
+        source = self.cfg.member_at(*facts.source) if facts.source else None
+        return Snapshot(
+            me=self.me, taken_at=time.monotonic(), etcd_ok=obs.etcd_ok, leader=leader,
+            lease_deadline=self.lease.deadline if self.lease and leader == self.me else None,
+            running=facts.running, read_only=facts.read_only, replicating_from=source,
+            io_connected=facts.io_connected, replica_lag=facts.lag,
+            semisync_primary=facts.semisync_master_enabled and facts.semisync_master_on,
+            semisync_replica=facts.semisync_replica_on, degraded=obs.degraded,
+            last_failover_at=obs.last_failover_at, decision=decision)
+
+    def _log(self, decision: Decision) -> None:
+        """Each change of action once, with its reason (a reason's numbers change every
+        tick: not a reason to log)."""
+        if self.last is None or decision.action is not self.last.action:
+            level = logging.WARNING if decision.action in (
+                Action.NEEDS_HUMAN, Action.STAY_FENCED, Action.FENCE) else logging.INFO
+            log.log(level, "decision %s: %s", decision.action, decision.reason)
+        self.last = decision
+
+    # The loop
+
+    def run(self, stop: threading.Event) -> None:
+        self.guard.start()
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.tick()
+                except Exception:  # a bug must not end the loop: the guard and the next tick
+                    log.exception("tick failed")
+                stop.wait(max(0.0, self.cfg.tick - (time.monotonic() - started)))
+        finally:
+            self.guard.stop()
+
+
+def build(config: Config) -> tuple[Agent, Board]:
+    etcd = Client.from_files(config.etcd.endpoints, config.etcd.ca, config.etcd.cert,
+                             config.etcd.key, config.etcd.timeout)
+    board = Board()
+    db = LocalMariaDB(config.socket, recovery_file=config.recovery_file)
+    return Agent(config, etcd, db, board), board
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m agent.service",
+                                     description="ha-webstack's database agent (issue #15)")
+    parser.add_argument("--config", default="/etc/ha-webstack/agent.json")
+    parser.add_argument("--check", action="store_true", help="validate the configuration only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO,
+                        format="%(levelname)s %(threadName)s: %(message)s")
+    try:
+        config = load(args.config)
+    except ConfigError as e:
+        print(f"agent: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: ok")
+        return 0
+    agent, board = build(config)
+    server = serve(board, Limits(fence_margin=config.policy.fence_margin,
+                                 replica_max_lag=config.replica_max_lag), config.listen)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("agent %s of cluster %s: HTTP on %s:%s, tick %.2fs", config.name, config.cluster,
+             *server.server_address[:2], config.tick)
+    try:
+        agent.run(stop)
+    finally:
+        server.shutdown()
+        server.server_close()
+    log.info("stopped (no role changed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
