@@ -36,7 +36,7 @@ status:
 docs: $(VENV)/.installed
 	$(PY) -m webstack.policy > docs/firewall.md
 
-## check: the fast tier, no lab needed: lint and unit tests (about a minute).
+## check: the fast tier, no lab needed: lint and unit tests (about two minutes).
 # The database agent's tests (tests/unit/test_agent_*.py) run in a pytest of their own, without
 # the conftests: tests/conftest.py imports pyinfra_cli, which replaces socket, ssl and threading
 # with gevent's for the whole process. The agent runs on the plain stdlib, so its tests do too.

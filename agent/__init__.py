@@ -1,2 +1,2 @@
-"""The database agent (issue #15): one per database host. Only its decision logic exists so far,
-as a pure function in agent/decision.py; see agent/README.md."""
+"""The database agent (issue #15): one per database host, `python3 -m agent.service`. Its
+decision is a pure function (agent/decision.py); see agent/README.md."""

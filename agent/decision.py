@@ -3,8 +3,8 @@
 `decide(obs, policy)` reads an `Observation` (the etcd state this agent saw, its own lease and its
 own MariaDB's facts) and a `Policy` (thresholds) and returns a `Decision`: one `Action` and a
 reason for logs and metrics. It performs no I/O and keeps no memory between ticks; the service
-around it (not built yet, issue #15) gathers the observation, carries out the action and asks
-again on the next tick. NEEDS_HUMAN and STAY_FENCED change nothing but raise an alert, so a
+around it (agent/service.py) gathers the observation, carries out the action and asks again on
+the next tick. NEEDS_HUMAN and STAY_FENCED change nothing but raise an alert, so a
 condition that clears (a peer publishes its GTIDs, the anti-flap window passes) clears them too.
 
 Invariants (why there are never two writable nodes and no acknowledged write is lost):
