@@ -20,6 +20,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -48,6 +49,8 @@ pytestmark = [needs_etcd, needs_mariadb]
 
 A, B = "db-01", "db-02"
 KEYS = Keys("failover")
+# The agents' interpreter: this one, or another with PyMySQL (e.g. a Python 3.13 venv).
+AGENT_PYTHON = os.environ.get("AGENT_PYTHON", sys.executable)
 POLICY = {"lease_ttl": 5, "fence_margin": 2, "replication_silence": 2, "anti_flap_window": 0,
           "degrade_after": 2, "tick": 0.5}
 
@@ -89,7 +92,7 @@ class Agents:
     def start(self, name: str) -> None:
         log = (self.root / f"{name}.log").open("a")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "agent.service", "--config", str(self.root / f"{name}.json")],
+            [AGENT_PYTHON, "-m", "agent.service", "--config", str(self.root / f"{name}.json")],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self, name: str) -> None:
