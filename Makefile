@@ -89,7 +89,8 @@ test: $(VENV)/.installed test-tools
 	$(VENV)/bin/ruff check .
 	$(PY) lab/lab.py up --fresh
 	$(PYINFRA) -y inventories/lab.py deploy.py
-	$(PYTEST) -v
+	$(PYTEST) -v --ignore-glob='tests/unit/test_agent_*.py'
+	$(PYTEST) -v --noconftest tests/unit/test_agent_*.py
 
 ## test-upgrade: a fresh Debian 12 lab, the full deploy, then the rolling upgrade of every host to
 ## Debian 13 under load (tests/test_upgrade.py, docs/upgrades.md; about 25 minutes).
