@@ -10,20 +10,22 @@ server, sequence numbers only grow within a domain, and a server never binlogs t
 Position = dict[int, tuple[int, int]]  # domain -> (server_id, seq_no)
 
 
-def position(text: str) -> Position | None:
-    """'0-1-100,1-5-7' as {0: (1, 100), 1: (5, 7)}; '' is the empty history; None if malformed,
-    which covers nothing and is covered by nothing (unknown is never a verdict)."""
-    parsed = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
+def _triples(text: str) -> list[tuple[int, int, int]] | None:
+    """'0-1-100,1-5-7' as [(domain, server_id, seq_no), ...]; None if any item is malformed."""
+    triples = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
         parts = item.split("-")
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
             return None
-        domain, server, seq = (int(p) for p in parts)
-        parsed[domain] = (server, seq)
-    return parsed
+        triples.append(tuple(int(p) for p in parts))
+    return triples
+
+
+def position(text: str) -> Position | None:
+    """'0-1-100,1-5-7' as {0: (1, 100), 1: (5, 7)}; '' is the empty history; None if malformed,
+    which covers nothing and is covered by nothing (unknown is never a verdict)."""
+    triples = _triples(text)
+    return None if triples is None else {d: (server, seq) for d, server, seq in triples}
 
 
 def covers(mine: Position | None, other: Position | None) -> bool:
@@ -41,17 +43,8 @@ def covers(mine: Position | None, other: Position | None) -> bool:
 
 def binlog_state(text: str) -> dict[tuple[int, int], int] | None:
     """gtid_binlog_state '0-1-98,0-2-101' as {(0, 1): 98, (0, 2): 101}; None if malformed."""
-    parsed = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        parts = item.split("-")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            return None
-        domain, server, seq = (int(p) for p in parts)
-        parsed[(domain, server)] = seq
-    return parsed
+    triples = _triples(text)
+    return None if triples is None else {(d, server): seq for d, server, seq in triples}
 
 
 def is_prefix(mine: str, leader_state: str) -> bool | None:
