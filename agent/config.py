@@ -23,7 +23,10 @@ are refused too: a typo must not silently fall back to a default.
                  "anti_flap_window": 3600,      agent/decision.py's Policy (all optional)
                  "degrade_after": 3,            semi-sync stuck this long: record, then relax
                  "tick": 0.5},                  seconds between ticks, well under the margin
-      "http": {"listen": "10.0.0.31:8008", "replica_max_lag": 5}
+      "http": {"listen": "10.0.0.31:8008", "replica_max_lag": 5},
+      "lease_file": "/var/lib/ha-webstack-agent/lease"
+                                                the held lease's id, for a restarted agent to
+                                                resume it (optional)
     }
 
 The replication password file must be a regular file readable by its owner only (the agent
@@ -73,6 +76,7 @@ class Config:
     tick: float
     listen: tuple[str, int]
     replica_max_lag: float
+    lease_file: str
 
     @property
     def keys(self) -> Keys:
@@ -98,10 +102,13 @@ class Config:
         return _password(self.path, self.replication_password_file)
 
 
-_TOP = {"name", "cluster", "members", "initial_primary", "etcd", "mariadb", "policy", "http"}
+_TOP = {"name", "cluster", "members", "initial_primary", "etcd", "mariadb", "policy", "http",
+        "lease_file"}
+_OPTIONAL = {"policy", "lease_file"}
 _ETCD = {"endpoints", "ca", "cert", "key", "timeout"}
 _MARIADB = {"socket", "replication_user", "replication_password_file", "recovery_file"}
 RECOVERY_FILE = "/etc/mysql/mariadb.conf.d/62-ha-webstack-agent.cnf"
+LEASE_FILE = "/var/lib/ha-webstack-agent/lease"  # the unit's StateDirectory
 _POLICY = {f.name for f in fields(Policy)} | {"degrade_after", "tick"}
 _HTTP = {"listen", "replica_max_lag"}
 
@@ -119,7 +126,7 @@ def load(path: str) -> Config:
 
 def parse(path: str, data) -> Config:
     """`data` (the decoded JSON of `path`) as a Config."""
-    top = _section(path, "", data, _TOP, required=_TOP - {"policy"})
+    top = _section(path, "", data, _TOP, required=_TOP - _OPTIONAL)
     where = _Where(path)
     name = where.name("name", top["name"])
     members = where.members(top["members"])
@@ -150,7 +157,8 @@ def parse(path: str, data) -> Config:
                                          mariadb.get("recovery_file", RECOVERY_FILE)),
         policy=policy, degrade_after=degrade_after, tick=tick,
         listen=where.address("http.listen", http["listen"]),
-        replica_max_lag=where.positive("http.replica_max_lag", http.get("replica_max_lag", 5)))
+        replica_max_lag=where.positive("http.replica_max_lag", http.get("replica_max_lag", 5)),
+        lease_file=where.in_directory("lease_file", top.get("lease_file", LEASE_FILE)))
     config.replication_password()  # exists, root-only, not empty: now, not at the first rejoin
     return config
 

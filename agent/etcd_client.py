@@ -217,6 +217,13 @@ class Client:
         ttl = int(self._call("/v3/lease/timetolive", {"ID": str(lease_id)}).get("TTL", -1))
         return None if ttl < 0 else ttl
 
+    def lease_keys(self, lease_id: int) -> list[str] | None:
+        """The keys attached to the lease; None once it is gone (expired or revoked)."""
+        answer = self._call("/v3/lease/timetolive", {"ID": str(lease_id), "keys": True})
+        if int(answer.get("TTL", -1)) < 0:
+            return None
+        return [_text(key) for key in answer.get("keys", [])]
+
     # Transport
 
     def _call(self, path: str, body: dict) -> dict:

@@ -29,6 +29,7 @@ import pymysql
 import pymysql.cursors
 
 from agent import gtid
+from agent.files import write_atomically
 
 # A year in milliseconds: commits wait for the standby's acknowledgement "forever". Only the
 # agent relaxes semi-sync, after recording it in etcd; MariaDB must never fall back on its own.
@@ -339,7 +340,7 @@ class LocalMariaDB:
         with contextlib.suppress(OSError):
             if open(self.recovery_file).read() == text:
                 return False
-        _write_atomically(self.recovery_file, text)
+        write_atomically(self.recovery_file, text)
         return True
 
     def set_semisync_primary(self, on: bool) -> None:
@@ -358,24 +359,6 @@ _RECOVERY = """\
 init_rpl_role = {role}
 rpl_semi_sync_slave_enabled = {semisync}
 """
-
-
-def _write_atomically(path: str, text: str) -> None:
-    """Write, fsync, rename over, fsync the directory: after a crash, old or new, never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _on(flag: bool) -> str:

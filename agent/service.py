@@ -32,21 +32,25 @@ The lease guard (`LeaseGuard`) watches the lease from a thread of its own: the m
 blocked in etcd calls for several timeouts, and invariant 2 (fence before the lease can expire
 anywhere else) must not depend on it.
 
-Stopping the agent changes no role: the key's lease runs out, the other agents see the key gone
-but this primary's stream alive, and wait (decide's "the old primary may still be writing");
-HAProxy's /primary check fails with the agent, so the app stops writing here. The agent started
-again finds itself writable without the key and fences: a failover follows. Hence: no restart
-of the agent on the primary without a switchover first (not built yet, issue #15).
+Stopping the agent changes no role and revokes nothing: the lease's id stays in the lease file
+(`lease_file`), and the agent started again within the lease resumes it (`resume_lease`): a
+restart of the agent on the primary is no failover. Stopped for longer, the key's lease runs
+out; the other agents see the key gone but this primary's stream alive, and wait (decide's "the
+old primary may still be writing"); HAProxy's /primary check fails with the agent, so the app
+stops writing here. The agent started again then finds itself writable without the key and
+fences: a failover follows.
 """
 
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pymysql
 
@@ -54,6 +58,7 @@ from agent import gtid
 from agent.config import Config, ConfigError, load
 from agent.decision import Action, Decision, Observation, decide
 from agent.etcd_client import Client, EtcdError, Lease
+from agent.files import write_atomically
 from agent.http import Board, Limits, Snapshot, serve
 from agent.keys import Stamp
 from agent.mariadb import (
@@ -130,7 +135,7 @@ class Agent:
         self.db = db
         self.board = board
         self.guard = LeaseGuard(db.fence, config.policy.fence_margin)
-        self.lease: Lease | None = None
+        self._lease: Lease | None = None  # `lease`: kept in the lease file too
         self.kvs: dict[str, str] = {}  # the prefix as last read
         self.etcd_down = False  # the last read failed: log the change, not every tick
         self.stream = StreamWatch()
@@ -142,6 +147,58 @@ class Agent:
         self.acked = 0  # Rpl_semi_sync_master_yes_tx at the last tick
         self.restore_from: str | None = None  # my position when semi-sync came back on
         self.last: Decision | None = None
+
+    # The lease, and resuming it after a restart
+
+    @property
+    def lease(self) -> Lease | None:
+        return self._lease
+
+    @lease.setter
+    def lease(self, lease: Lease | None) -> None:
+        """The lease I hold; its id is written to the lease file when it changes, and the file
+        removed when I hold none, so a restarted agent can resume it (`resume_lease`)."""
+        before, self._lease = self._lease, lease
+        try:
+            if lease is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.cfg.lease_file)
+            elif before is None or before.id != lease.id:
+                write_atomically(self.cfg.lease_file, f"{lease.id}\n", mode=0o600)
+        except OSError as e:  # the lease itself is unaffected: only a restart would not resume it
+            log.error("lease file %s: %s", self.cfg.lease_file, e)
+
+    def resume_lease(self) -> bool:
+        """At start: take back the lease an earlier run of this agent held, if it is still
+        alive and still carries the leader key. Without this, restarting the agent on the
+        primary is a failover: it would find itself writable without a lease, and fence.
+
+        Safe because a lease is a capability only its holder uses: while the lease lives, the
+        key attached to it is mine and nobody else's, and the keepalive sent here is timed like
+        any other (the lease guard arms on its deadline). The lease file holds only the id."""
+        try:
+            lease_id = int(Path(self.cfg.lease_file).read_text())
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as e:
+            log.warning("lease file %s unreadable, not resumed: %s", self.cfg.lease_file, e)
+            self.lease = None
+            return False
+        try:
+            lease = self.etcd.keepalive(lease_id)
+            keys = self.etcd.lease_keys(lease_id) if lease.ttl > 0 else None
+        except EtcdError as e:  # no lease: a writable server fences, as before
+            log.warning("could not resume lease %s: %s", lease_id, e)
+            return False
+        if not keys or self.keys.leader not in keys or lease.left() <= 0:
+            log.info("lease %s is gone or carries no leader key: not resumed", lease_id)
+            self.lease = None  # removes the file
+            return False
+        self.lease = lease
+        self.guard.hold(lease.deadline)
+        log.warning("resumed lease %s: I hold the leader key (%.1fs left)", lease_id,
+                    lease.left())
+        return True
 
     # The tick
 
@@ -513,6 +570,7 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         self.guard.start()
         try:
+            self.resume_lease()
             while not stop.is_set():
                 started = time.monotonic()
                 try:

@@ -31,6 +31,7 @@ def good(tmp_path) -> dict:
                     "replication_password_file": str(secret),
                     "recovery_file": str(tmp_path / "62-ha-webstack-agent.cnf")},
         "http": {"listen": "10.0.0.32:8008"},
+        "lease_file": str(tmp_path / "lease"),
     }
 
 
@@ -97,6 +98,8 @@ def _with(data: dict, path: str, value) -> dict:
     (lambda d: _with(d, "policy", {"anti_flap_window": -1}), "policy.anti_flap_window"),
     (lambda d: _with(d, "mariadb.recovery_file", "/nonexistent/x.cnf"),
      "mariadb.recovery_file: /nonexistent/x.cnf: no directory /nonexistent"),
+    (lambda d: _with(d, "lease_file", "/nonexistent/lease"),
+     "lease_file: /nonexistent/lease: no directory /nonexistent"),
     (lambda d: _with(d, "mariadb.replication_password_file", "/nonexistent"),
      "mariadb.replication_password_file: /nonexistent: No such file"),
 ])

@@ -264,7 +264,9 @@ def test_keepalive_extends_the_lease(cluster, keys):
         assert client.get(keys.leader) == "db-01"
         time.sleep(0.5)  # the renewal's pace, well inside the ttl
     assert client.time_to_live(lease.id) >= 1
+    assert client.lease_keys(lease.id) == [keys.leader]  # what a restarted holder checks
     client.revoke(lease.id)
+    assert client.lease_keys(lease.id) is None
     assert client.get(keys.leader) is None  # revoking deletes the key at once
     client.revoke(lease.id)  # a retried revoke: already done, no error
 

@@ -9,7 +9,8 @@ reads read_only on both servers every few milliseconds, in the order a, b, a: tw
 nodes at once is a's two readings writable around b's writable one.
 
 The scenarios run in order on one set of services, each starting from the healthy pair the last
-left: bootstrap elects the initial primary, its replica follows with semi-sync on; kill -9 of the
+left: bootstrap elects the initial primary, its replica follows with semi-sync on; the primary's
+agent restarted resumes its lease, so no failover follows; kill -9 of the
 primary's mariadbd promotes the standby, with every acknowledged write, and the old primary,
 restarted, rejoins as a replica; losing etcd's quorum makes the primary fence itself before its
 lease could expire, and once etcd is back, one primary again with nothing lost; a node whose
@@ -87,6 +88,7 @@ class Agents:
                         "recovery_file": self.db.servers[name].recovery_file},
             "policy": POLICY,
             "http": {"listen": f"127.0.0.1:{self.ports[name]}"},
+            "lease_file": str(self.root / f"{name}.lease"),
         }
 
     def start(self, name: str) -> None:
@@ -359,6 +361,32 @@ def test_a_lost_replica_stalls_writes_briefly_then_the_primary_runs_degraded(sta
         assert writer.wait_for(20, timeout=10)
     assert_nothing_lost(db, writer, sampler, primary)
     assert until(lambda: caught_up(db, replica, primary), timeout=10)
+
+
+def test_restarting_the_primarys_agent_is_no_failover(stack):
+    """systemctl restart of the agent on the primary: the new process resumes the lease the
+    old one held (its id in the lease file), so the key never leaves the primary, which never
+    stops taking writes, and nobody else becomes writable."""
+    etcd, db, agents = stack
+    primary, replica = until(lambda: healthy_pair(etcd, db, agents), timeout=30)
+    failover_before = cluster_state(etcd).get(KEYS.last_failover)
+    log = agents.root / f"{primary}.log"
+    resumed = log.read_text().count("resumed lease")
+    with load(db) as (writer, sampler):
+        assert writer.wait_for(20, timeout=10)
+        agents.stop(primary)
+        agents.start(primary)
+        # Past the old lease's whole ttl: it would have expired by now had it not been resumed.
+        watch_until = time.monotonic() + POLICY["lease_ttl"] + 2
+        while time.monotonic() < watch_until:
+            assert cluster_state(etcd).get(KEYS.leader) == primary, agents.logs()
+            assert writable(db, primary) is True, agents.logs()
+        assert log.read_text().count("resumed lease") == resumed + 1, agents.logs()
+        assert until(lambda: healthy_pair(etcd, db, agents) == (primary, replica),
+                     timeout=10), agents.logs()
+        assert writer.wait_for(20, timeout=10)
+    assert_nothing_lost(db, writer, sampler, primary)
+    assert cluster_state(etcd).get(KEYS.last_failover) == failover_before
 
 
 def test_kill_9_of_the_primary_promotes_the_standby_and_loses_no_acknowledged_write(stack):
