@@ -28,12 +28,16 @@ def loaded_serial(lb: str) -> int:
 
 def test_rotation_drops_no_request_and_both_balancers_serve_the_new_certificate(lab):
     before = served_serial(lab)
+    # The stream spans the rotation: answers under the old certificate before the deploy and
+    # under the new one after it (the deploy alone may take under two seconds).
     with Stream("/healthz", rate=10) as stream:
+        assert stream.wait_for(10)
         result = run_deploy(deploy="ops/rotate_certificate.py")
+        assert stream.wait_for(10)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     print(f"\ncertificate rotation: {len(stream.records)} HTTPS requests (each a new TLS "
           f"connection), {len(stream.failures)} failed")
-    assert len(stream.records) > 20 and stream.failures == []
+    assert stream.failures == []
     after = served_serial(lab)
     assert after != before
     assert {lb: loaded_serial(lb) for lb in BALANCERS} == dict.fromkeys(BALANCERS, after)
