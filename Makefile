@@ -91,6 +91,7 @@ test: $(VENV)/.installed test-tools
 	$(PYINFRA) -y inventories/lab.py deploy.py
 	$(PYTEST) -v --ignore-glob='tests/unit/test_agent_*.py'
 	$(PYTEST) -v --noconftest tests/unit/test_agent_*.py
+	$(PYTEST) -v -m failover tests/test_db_agent.py
 
 ## test-upgrade: a fresh Debian 12 lab, the full deploy, then the rolling upgrade of every host to
 ## Debian 13 under load (tests/test_upgrade.py, docs/upgrades.md; about 25 minutes).

@@ -7,13 +7,20 @@ pyinfra merged, so a --data override cannot slip past.
 
 from pyinfra import host, local
 
+from webstack import db_agent
 from webstack.context import stack
 from webstack.mariadb import inventory_role_problem, replication_release_problem
 from webstack.run_state import once
 
 stack()  # validate every host's settings before any operation is planned
 # Checks about the pair, not this host: once per run, not once per host's run of this file.
-if problem := once("role_problem", lambda: inventory_role_problem(stack())):
+if db_agent.automatic(stack()):
+    # The agents decide who is primary; the inventory's db_primary was only the first one.
+    try:
+        db_agent.primary_now(stack())
+    except ValueError as e:
+        raise SystemExit(f"ha-webstack: {e}. No host was touched.") from None
+elif problem := once("role_problem", lambda: inventory_role_problem(stack())):
     raise SystemExit(f"ha-webstack: {problem}. After a failover (ops/promote_replica.py) put the "
                      "new primary in the group db_primary and the old one in db_replicas "
                      "(lab: LAB_DB_PRIMARY), then deploy. See docs/runbooks.md. No host was "
@@ -35,6 +42,8 @@ if "databases" in host.groups:
     local.include("tasks/mysql.py")
     if stack().group("etcd"):
         local.include("tasks/etcd_client.py")
+    if db_agent.automatic(stack()):
+        local.include("tasks/db_agent.py")  # after MariaDB and the etcd client it needs
 
 if "webservers" in host.groups:
     local.include("tasks/app.py")

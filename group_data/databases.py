@@ -1,6 +1,8 @@
 """Settings for the database hosts (validated by webstack/settings.py: MySQLSettings).
 
-Which host is the primary is chosen in the inventory (groups db_primary, db_replicas).
+Which host is the primary is chosen in the inventory (groups db_primary, db_replicas). With
+mysql_failover = "automatic", db_primary is only the first primary: after that the database
+agents (agent/) decide, and the deploy asks them.
 """
 
 mysql_port = 3306
@@ -17,3 +19,8 @@ mysql_app_databases = ["webstack", "ha_heartbeat"]  # what a new replica is seed
 mysql_promote_target = ""           # the replica to promote, e.g. --data mysql_promote_target=db-02
 mysql_failover_mode = "planned"     # "planned" switchover, or "unplanned" (the primary is dead)
 mysql_failover_wait_s = 30          # seconds a switchover waits for the replica to catch up
+mysql_failover = "manual"           # "automatic": the agents fail over by themselves (etcd group)
+# The database agent (agent/README.md), only where mysql_failover is "automatic":
+db_agent_port = 8008                # /primary, /replica (HAProxy checks) and /metrics
+db_agent_lease_ttl_s = 5            # the leader lease: about how long a failover takes to begin
+db_agent_fence_margin_s = 2         # a primary that cannot renew fences with this much left

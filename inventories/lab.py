@@ -4,6 +4,8 @@ Host names, addresses and groups come from lab/topology.py, the same definition 
 builds the containers from. LAB_WEB_SERVERS=3 make lab adds web-03, and so on.
 """
 
+import os
+
 from lab import topology
 from webstack.settings import check_inventory
 
@@ -37,7 +39,9 @@ def _group(name, **group_settings):
 
 loadbalancers = _group("loadbalancers", keepalived_floating_ip=_lab.floating_ip)
 webservers = _group("webservers")
-databases = _group("databases")
+# LAB_DB_FAILOVER=automatic: the database agents fail over by themselves (tests/test_db_agent.py).
+databases = _group("databases", **({"mysql_failover": os.environ["LAB_DB_FAILOVER"]}
+                                   if os.environ.get("LAB_DB_FAILOVER") else {}))
 db_primary = _group("db_primary")
 db_replicas = _group("db_replicas")
 # The lab records alerts on monitor-01 (tests read them) and alerts fast.

@@ -35,6 +35,7 @@ import gevent
 from pyinfra import host, inventory, state
 from pyinfra.operations import python, server
 
+from webstack import db_agent
 from webstack.app_databases import write_app_databases
 from webstack.context import stack
 from webstack.facts import MariaDBState
@@ -52,6 +53,11 @@ from webstack.mariadb import (
 from webstack.run_state import shared
 
 st = stack()
+if db_agent.automatic(st):
+    # The agents hold the leader key: a role moved behind their back would be fenced at once.
+    raise SystemExit("ha-webstack: mysql_failover is 'automatic': the database agents fail over "
+                     "by themselves and this playbook would fight them. A planned switchover "
+                     "through the agents is not built yet (issue #15). No host was touched.")
 old = st.group("db_primary")[0]
 params = st.group("databases")[0]
 mode, wait_s = params.mysql_failover_mode, params.mysql_failover_wait_s

@@ -13,6 +13,7 @@ from pyinfra.operations.util import any_changed
 from webstack import ROOT
 from webstack.app_databases import APP_DATABASES_FILE, write_app_databases
 from webstack.context import me, stack
+from webstack.db_agent import primary_now
 
 APP_DIR = "/opt/ha-webstack-app"
 ENV_FILE = "/etc/ha-webstack-app.env"
@@ -33,8 +34,12 @@ else:
     code = files.sync(name="App code", src=str(ROOT / s.app_source), dest=APP_DIR, delete=True,
                       exclude=["*.pyc"], exclude_dir=["__pycache__"])
 
-primary = stack().addresses("db_primary")
-write_app_databases(primary[0] if primary else "", stack().addresses("db_replicas"))
+if stack().group("databases"):
+    primary = primary_now(stack())  # with automatic failover: where the agents put it
+    write_app_databases(primary.address, [h.address for h in stack().group("databases")
+                                          if h.name != primary.name])
+else:
+    write_app_databases("", [])
 env = files.template(name="App environment (root-only)", src="templates/app/app.env.j2",
                      dest=ENV_FILE, mode="600", user="root", group="root", s=s,
                      topology_file=APP_DATABASES_FILE,

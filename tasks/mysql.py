@@ -13,6 +13,10 @@
   a dump of its data kept, only when asked or when an unplanned failover fenced it.
 - That the inventory's primary really is the primary is checked before anything runs
   (webstack/mariadb.py: inventory_role_problem, called by deploy.py).
+- With mysql_failover = "automatic" the database agents decide who is primary
+  (webstack/db_agent.py: primary_now): users and schema go to that host, replicas are checked
+  against it, read_only, the heartbeat's scheduler and semi-sync are left to the agents, and a
+  former primary is rejoined by its own agent, not by the deploy.
 Reads MySQLSettings (group_data/databases.py); proven by tests/test_mysql.py.
 """
 
@@ -27,6 +31,7 @@ from pyinfra.operations.util import any_changed
 
 from webstack import ROOT
 from webstack.context import me, stack
+from webstack.db_agent import DbAgentRole, primary_now
 from webstack.facts import MariaDBState
 from webstack.mariadb import (
     BACKUP_DIR,
@@ -38,6 +43,7 @@ from webstack.mariadb import (
     change_master,
     dynamic_config,
     replication_secret_marker,
+    runtime_settings,
     set_global,
     sql,
     transactions_missing_on,
@@ -47,7 +53,7 @@ from webstack.run_state import OTHER_HOSTS
 
 s = me()
 st = stack()
-primary = st.group("db_primary")[0]
+primary = primary_now(st)
 is_primary = host.name == primary.name
 secrets = st.secrets
 
@@ -72,7 +78,7 @@ socket = systemd.service(name="No socket activation (mariadb.socket)",
 systemd.service(name="Restart MariaDB (a restart-only setting changed)", service="mariadb",
                 running=True, enabled=True, restarted=True, _if=any_changed(static, socket))
 server.shell(name="Apply dynamic settings with SET GLOBAL (no restart)",
-             commands=[sql(set_global(dynamic_values))],
+             commands=[sql(set_global(runtime_settings(s, dynamic_values)))],
              _if=dynamic.did_change)
 systemd.service(name="MariaDB running and enabled", service="mariadb", running=True, enabled=True)
 
@@ -230,6 +236,9 @@ def replica_tasks() -> None:
         primary_state = inventory.get_host(primary.name).get_fact(MariaDBState)
     primary_has_data = bool(primary_state.get("gtid_binlog_pos"))
     if not status and mine.get("gtid_binlog_pos"):
+        if s.mysql_failover == "automatic" and host.get_fact(
+                DbAgentRole, f"{s.address}:{s.db_agent_port}"):
+            return  # a fenced former primary: its agent rejoins it, or keeps it fenced
         rejoin_tasks(mine, primary_state)
         return
     if not status:

@@ -31,12 +31,23 @@ def sql(statement: str) -> str:
     return f"mariadb -e {shlex.quote(statement)}"
 
 
+# What the database agent sets at run time where mysql_failover is "automatic" (agent/): who
+# writes, who beats the heartbeat, semi-sync. The deploy must not set them behind its back.
+AGENT_OWNED = ("read_only", "event_scheduler", "rpl_semi_sync_master_enabled",
+               "rpl_semi_sync_slave_enabled", "rpl_semi_sync_master_wait_point",
+               "rpl_semi_sync_master_timeout")
+
+
 def dynamic_settings(s, primary: bool) -> dict:
-    """Settings applied with SET GLOBAL; the role decides who writes and who beats."""
+    """The dynamic settings' values at start (the drop-in); the role decides who writes and who
+    beats. With automatic failover every server starts read-only with no events, whatever its
+    role: it never writes before its agent says so; semi-sync is the agent's alone."""
+    automatic = s.mysql_failover == "automatic"
+    writer = primary and not automatic
     semi = s.mysql_semi_sync
-    return {
-        "read_only": "OFF" if primary else "ON",
-        "event_scheduler": "ON" if primary else "OFF",  # only the primary beats the heartbeat
+    values = {
+        "read_only": "OFF" if writer else "ON",
+        "event_scheduler": "ON" if writer else "OFF",  # only the primary beats the heartbeat
         "gtid_strict_mode": "ON",
         "sync_binlog": 1,
         "innodb_flush_log_at_trx_commit": 1,
@@ -48,6 +59,17 @@ def dynamic_settings(s, primary: bool) -> dict:
         "rpl_semi_sync_master_wait_point": "AFTER_SYNC",
         "rpl_semi_sync_master_timeout": s.mysql_semi_sync_timeout_ms,
     }
+    if automatic:
+        values = {k: v for k, v in values.items() if not k.startswith("rpl_semi_sync")}
+    return values
+
+
+def runtime_settings(s, values: dict) -> dict:
+    """Of the drop-in's values, those the deploy applies to a running server (SET GLOBAL): all
+    of them, except, with automatic failover, what the agent owns."""
+    if s.mysql_failover != "automatic":
+        return values
+    return {k: v for k, v in values.items() if k not in AGENT_OWNED}
 
 
 def dynamic_config(s, primary: bool, **op_args):

@@ -24,6 +24,7 @@ class Row:
     proto: str                 # tcp, udp, or an IP protocol such as vrrp
     sources: tuple[str, ...]
     limit: bool = False        # ufw "limit": rate-limit new connections (SSH)
+    when: tuple[str, object] = ()  # (setting, value): only on target hosts where it holds
 
 
 POLICY: tuple[Row, ...] = (
@@ -43,6 +44,10 @@ POLICY: tuple[Row, ...] = (
     Row("etcd", "etcd-client", ("etcd_client_port",), "tcp", ("databases",)),
     Row("etcd", "etcd-metrics", ("etcd_metrics_port",), "tcp", ("monitoring",)),
     Row("etcd", "etcd-peer", ("etcd_peer_port",), "tcp", ("etcd",)),
+    # The database agents' HTTP (agent/http.py): health for the routing, metrics for
+    # monitoring. Only where they run (mysql_failover = "automatic").
+    Row("databases", "db-agent", ("db_agent_port",), "tcp", ("webservers", "monitoring"),
+        when=("mysql_failover", "automatic")),
     # Admins too, so an operator can check one web server directly, bypassing the balancers.
     Row("webservers", "http", ("nginx_port",), "tcp", ("loadbalancers", "admin_networks")),
 )
@@ -134,6 +139,8 @@ def rules_for(stack: Stack, target: Host) -> list[Rule]:
     for row in POLICY:
         if row.role != "all" and row.role not in target.groups:
             continue
+        if row.when and getattr(target, row.when[0]) != row.when[1]:
+            continue
         for source in row.sources:
             for address in _sources(stack, target, source):
                 for port in _ports(target, row):
@@ -152,7 +159,8 @@ def markdown_table() -> str:
         ports = ", ".join(f"`{p}`" if isinstance(p, str) else str(p) for p in row.ports) or "-"
         sources = ", ".join(f"`{s}`" for s in row.sources)
         limit = " (rate-limited)" if row.limit else ""
-        lines.append(f"| `{row.role}` | {row.service} | {ports} | {row.proto}{limit} | "
+        when = f" (where `{row.when[0]}` is {row.when[1]!r})" if row.when else ""
+        lines.append(f"| `{row.role}`{when} | {row.service} | {ports} | {row.proto}{limit} | "
                      f"{sources} |")
     return "\n".join(lines) + "\n"
 

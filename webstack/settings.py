@@ -186,6 +186,33 @@ class MySQLSettings(_Settings):
                     "or unplanned (the primary is dead: fence it, promote, repoint)")
     mysql_failover_wait_s: int = Field(
         ge=1, description="ops/promote_replica.py: seconds to wait for a replica to catch up")
+    mysql_failover: Literal["manual", "automatic"] = Field(
+        description="who moves the primary role: manual (a person runs ops/promote_replica.py "
+                    "and updates the inventory) or automatic (the database agents, agent/, "
+                    "hold a lease in etcd and fail over by themselves; needs the etcd group)")
+
+
+class DbAgentSettings(_Settings):
+    """group_data/databases.py: the database agent (agent/) where mysql_failover is automatic."""
+
+    db_agent_port: Port = Field(
+        description="port of the agent's HTTP health (/primary, /replica) and /metrics, on the "
+                    "host's own address")
+    db_agent_lease_ttl_s: int = Field(
+        ge=3, le=60, description="seconds the primary's leader lease in etcd lives unrenewed: "
+                                 "about how long an automatic failover takes to begin")
+    db_agent_fence_margin_s: int = Field(
+        ge=1, description="seconds of lease left at which a primary that cannot renew it "
+                          "fences itself; less than db_agent_lease_ttl_s")
+
+    @field_validator("db_agent_fence_margin_s")
+    @classmethod
+    def _margin_within_ttl(cls, margin: int, info):
+        ttl = info.data.get("db_agent_lease_ttl_s")
+        if ttl is not None and margin >= ttl:
+            raise ValueError(f"it must be less than db_agent_lease_ttl_s ({ttl}): the primary "
+                             "must fence before its lease can expire anywhere else")
+        return margin
 
 
 Duration = Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h|d)$")]
@@ -275,7 +302,7 @@ GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
     "all": (CommonSettings, ExporterSettings),
     "loadbalancers": (HAProxySettings, KeepalivedSettings),
     "webservers": (NginxSettings, AppSettings, NginxExporterSettings),
-    "databases": (MySQLSettings,),
+    "databases": (MySQLSettings, DbAgentSettings),
     "monitoring": (MonitoringSettings,),
     "etcd": (EtcdSettings,),
 }
@@ -405,6 +432,7 @@ def _stack_problems(stack: Stack) -> list[str]:
                         "give each host its own ssh_hostname in the inventory")
     problems += _group_shape_problems(stack)
     problems += _etcd_problems(stack)
+    problems += _failover_problems(stack)
     ids = Counter(h.mysql_server_id_effective for h in stack.group("databases"))
     for server_id, n in ids.items():
         if n > 1:
@@ -449,6 +477,22 @@ def _group_shape_problems(stack: Stack) -> list[str]:
     for name in {h.name for h in primaries} & {h.name for h in replicas}:
         problems.append(f"host {name} is both db_primary and db_replicas: choose one")
     return problems
+
+
+def _failover_problems(stack: Stack) -> list[str]:
+    """Automatic failover needs its etcd cluster and one mode across the database tier."""
+    databases = stack.group("databases")
+    modes = sorted({h.mysql_failover for h in databases})
+    if len(modes) > 1:
+        return [f"setting 'mysql_failover' differs between the database hosts ({', '.join(modes)})"
+                ": set it once for the databases group (group_data/databases.py)"]
+    if modes == ["automatic"] and not stack.group("etcd"):
+        return ["setting 'mysql_failover' = 'automatic' needs an etcd group in the inventory (3 "
+                "hosts outside the database tier, docs/etcd.md): add one, or set it to 'manual'"]
+    if modes == ["automatic"] and len(databases) < 2:
+        return ["setting 'mysql_failover' = 'automatic' needs at least 2 database hosts: add a "
+                "replica to the databases group, or set it to 'manual'"]
+    return []
 
 
 def _etcd_problems(stack: Stack) -> list[str]:

@@ -1,0 +1,120 @@
+"""The database agent (agent/) as the deploy sees it: where its files go, the configuration it
+is given, and which database host is the primary now.
+
+With mysql_failover = "automatic" the inventory's db_primary is only the first primary: after a
+failover the agents know who holds the leader key, the inventory does not. So the deploy asks
+them (`primary_now`) and writes users and schema there, points replicas and the app there, and
+never fights the agents over read_only. Shared by tasks/db_agent.py, tasks/mysql.py,
+tasks/app.py and deploy.py; proven by tests/test_db_agent.py.
+"""
+
+import json
+
+from pyinfra import inventory
+from pyinfra.api import FactBase
+
+from webstack import etcd
+from webstack.mariadb import CONF_DIR, REPL_USER
+from webstack.run_state import once
+from webstack.settings import Host, Stack
+
+CODE_DIR = "/opt/ha-webstack"  # agent/ is copied to CODE_DIR/agent; run as python3 -m agent...
+CONFIG = "/etc/ha-webstack/agent.json"
+SECRETS_DIR = "/etc/ha-webstack/agent"
+PASSWORD_FILE = f"{SECRETS_DIR}/replication.password"
+RECOVERY_FILE = f"{CONF_DIR}/62-ha-webstack-agent.cnf"  # the agent writes it (crash recovery)
+UNIT = "ha-webstack-agent"
+STATE_DIR = "/var/lib/ha-webstack-agent"  # the unit's StateDirectory: the held lease's id
+CHECK = f"cd {CODE_DIR} && python3 -m agent.service --check --config"  # + the file
+
+
+def automatic(stack: Stack) -> bool:
+    return any(h.mysql_failover == "automatic" for h in stack.group("databases"))
+
+
+def config(stack: Stack, me: Host) -> dict:
+    """agent.json for database host `me` (agent/config.py checks it again on the host)."""
+    web = stack.group("webservers")
+    http = {"listen": f"{me.address}:{me.db_agent_port}"}
+    if web:  # the app's own limit: a replica further behind serves no reads
+        http["replica_max_lag"] = web[0].app_replica_max_lag
+    return {
+        "name": me.name,
+        "cluster": me.stack_env,
+        "members": {h.name: f"{h.address}:{h.mysql_port}" for h in stack.group("databases")},
+        "initial_primary": stack.group("db_primary")[0].name,
+        "etcd": {"endpoints": [m.client_url for m in etcd.members(stack)],
+                 **etcd.pki_paths(etcd.CLIENT_PKI)},
+        "mariadb": {"socket": "/run/mysqld/mysqld.sock", "replication_user": REPL_USER,
+                    "replication_password_file": PASSWORD_FILE, "recovery_file": RECOVERY_FILE},
+        "policy": {"lease_ttl": me.db_agent_lease_ttl_s,
+                   "fence_margin": me.db_agent_fence_margin_s},
+        "http": http,
+        "lease_file": f"{STATE_DIR}/lease",
+    }
+
+
+def config_text(stack: Stack, me: Host) -> str:
+    return json.dumps(config(stack, me), indent=2, sort_keys=True) + "\n"
+
+
+class DbAgentRole(FactBase):
+    """What this host's database agent answers on its health endpoints: 'primary' (/primary
+    is 200: the writable lease holder), 'replica' (/replica is 200), 'other' (it answers
+    neither: fenced, waiting, needs a human), or None (no agent answers)."""
+
+    # A fact is one shell command; the agent's endpoints are plain HTTP on the host's address.
+    _SCRIPT = """
+import sys, urllib.error, urllib.request
+def status(path):
+    try:
+        return urllib.request.urlopen(f"http://{sys.argv[1]}/{path}", timeout=2).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+p, r = status("primary"), status("replica")
+print("primary" if p == 200 else "replica" if r == 200 else "other" if p or r else "none")
+"""
+
+    def command(self, listen: str):
+        return f"python3 -c '{self._SCRIPT}' {listen}"
+
+    def process(self, output):
+        role = "".join(output).strip()
+        return None if role == "none" else role
+
+
+def _roles(stack: Stack) -> dict[str, str | None]:
+    roles = {}
+    for h in stack.group("databases"):
+        pyinfra_host = inventory.get_host(h.name)
+        roles[h.name] = (pyinfra_host.get_fact(DbAgentRole, f"{h.address}:{h.db_agent_port}")
+                         if pyinfra_host.connected else None)
+    return roles
+
+
+def primary_from_roles(stack: Stack, roles: dict[str, str | None]) -> Host:
+    """The primary now, from what each database host's agent answered (None: no agent).
+
+    No agent answering at all is the first deploy (or manual mode before the switch): the
+    inventory's db_primary. Agents answering but none of them the primary is a failover under
+    way, or one they may not choose alone: the deploy must not pick one itself (ValueError)."""
+    primaries = [name for name, role in roles.items() if role == "primary"]
+    if len(primaries) == 1:
+        return stack.host(primaries[0])
+    if len(primaries) > 1:  # the agents' invariant: cannot happen; never guess
+        raise ValueError(f"the database agents of {', '.join(primaries)} all say primary")
+    if all(role is None for role in roles.values()):
+        return stack.group("db_primary")[0]
+    answered = ", ".join(f"{name}: {role or 'no answer'}" for name, role in roles.items())
+    raise ValueError(f"no database agent says it is the primary ({answered}): a failover is "
+                     "under way or waits for a human (agent/README.md, docs/runbooks.md)")
+
+
+def primary_now(stack: Stack) -> Host:
+    """The host that takes the writes: the inventory's db_primary in manual mode; in automatic
+    mode whichever host the agents made primary. Asked once per deploy run."""
+    if not automatic(stack):
+        return stack.group("db_primary")[0]
+    return once("db_primary_now", lambda: primary_from_roles(stack, _roles(stack)))
