@@ -1,7 +1,8 @@
 """The database agents' side of etcd on every database host: a client certificate from the stack
 CA (root only: it is what lets a process write the leader key) and etcdctl with its settings.
 
-Nothing uses them yet: the agent comes with issue #15. See docs/etcd.md.
+The database agent (tasks/db_agent.py) uses them where mysql_failover is "automatic". See
+docs/etcd.md.
 """
 
 from pyinfra import host

@@ -1,4 +1,4 @@
-"""The etcd cluster the database agents will use (issue #15): its members, their URLs, where
+"""The etcd cluster the database agents use (issue #15): its members, their URLs, where
 their certificates live, and the environment Debian's etcd unit reads.
 
 Shared by tasks/etcd.py, the database hosts' client side and the tests, so the paths and URLs
