@@ -46,6 +46,8 @@ if "databases" in host.groups:
         local.include("tasks/db_agent.py")  # after MariaDB and the etcd client it needs
 
 if "webservers" in host.groups:
+    if db_agent.automatic(stack()):
+        local.include("tasks/db_proxy.py")  # before the app is pointed at its routes
     local.include("tasks/app.py")
     local.include("tasks/nginx.py")
 

@@ -6,7 +6,9 @@ the environment (a root-only file written by the deploy, read by systemd):
   APP_DB_CONNECT_TIMEOUT (seconds), APP_WRITE_RETRY_S (seconds), DB_TOPOLOGY_FILE;
 and which database is the primary from DB_TOPOLOGY_FILE (DB_PRIMARY=, DB_REPLICAS= lines), re-read
 whenever it changes: a database failover repoints the app without a restart or a dropped request
-(ops/promote_replica.py). DB_PRIMARY/DB_REPLICAS in the environment are the fallback.
+(ops/promote_replica.py). DB_PRIMARY/DB_REPLICAS in the environment are the fallback. Each is a
+host or host:port (DB_PORT by default); with automatic failover they are the web server's local
+routes (127.0.0.1:3306 writes, :3307 reads), which follow the database agents.
 /healthz never touches the database: a database outage must not empty the load balancer's pool.
 """
 
@@ -63,11 +65,18 @@ class DatabaseDown(Exception):
     pass
 
 
+def endpoint(address: str) -> tuple[str, int]:
+    """'10.0.0.31' or '127.0.0.1:3307' -> (host, port); DB_PORT when no port is given."""
+    host, sep, port = address.rpartition(":")
+    return (host, int(port)) if sep and port.isdigit() else (address, DB["port"])
+
+
 def connect(address: str):
     if not address:
         raise DatabaseDown("no database host configured")
+    host, port = endpoint(address)
     try:
-        return pymysql.connect(host=address, port=DB["port"], user=DB["user"],
+        return pymysql.connect(host=host, port=port, user=DB["user"],
                                password=DB["password"], database=DB["name"], autocommit=True,
                                connect_timeout=CONNECT_TIMEOUT, read_timeout=5, write_timeout=5)
     except pymysql.MySQLError as e:
@@ -210,7 +219,8 @@ def create_note():
 
 
 def insert_note(text: str) -> tuple[int, str]:
-    """The note's id and the primary that took it.
+    """The note's id and the address of the primary that took it (its bind_address: the
+    configured address may be a local route that any database host can be behind).
 
     During a switchover the old primary is read-only for a moment, then the topology file names
     the new one: a write refused as read-only, or that could not connect, was never applied, so
@@ -224,7 +234,9 @@ def insert_note(text: str) -> tuple[int, str]:
             with closing(connect(primary)) as conn, conn.cursor() as cur:
                 cur.execute("INSERT INTO notes (text, web_server) VALUES (%s, %s)",
                             (text, HOSTNAME))
-                return cur.lastrowid, primary
+                note_id = cur.lastrowid
+                cur.execute("SELECT @@global.bind_address")
+                return note_id, cur.fetchall()[0][0]
         except (DatabaseDown, pymysql.OperationalError) as e:
             never_applied = isinstance(e, DatabaseDown) or e.args[0] == READ_ONLY
             if not never_applied or time.monotonic() >= deadline:

@@ -1,4 +1,6 @@
-"""Stage 3: the failure drills of lab/toolkit/drills.py, each run `repeat` times.
+"""Stage 4 (last): the failure drills of lab/toolkit/drills.py, each run `repeat` times; the
+automatic-failover drills (AGENT_DRILLS) at least AGENT_RUNS times, on the lab switched to the
+database agents first.
 
 A run is `run_drill`: the drill under its request stream, its figures and its verdict
 ('problems': the promises it broke, [] when every one held), the lab left whole. Per drill this
@@ -9,7 +11,15 @@ all runs, and in how many runs the verdict held.
 
 import statistics
 
-from lab.toolkit.drills import DRILLS, run_drill
+from lab.toolkit.deploy import run_deploy
+from lab.toolkit.drills import AGENT_DRILLS, DRILLS, run_drill
+from lab.toolkit.hosts import lab_lock
+
+# The automatic-failover drills run at least this often: a failover that works once in a while
+# is no failover. They run last: switching the lab to the database agents is for good.
+AGENT_RUNS = 10
+# The lab switched to the agents with no anti-flap window, so each run may fail over again.
+AGENTS = {"LAB_DB_FAILOVER": "automatic", "LAB_DB_ANTI_FLAP_S": "0"}
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -29,9 +39,12 @@ def run(names: list[str] | None = None, lock: bool = True, repeat: int = 1) -> d
     """Each run holds the lab lock on its own and leaves the lab whole (checked)."""
     results = {}
     for name in names or list(DRILLS):
-        runs = []
-        for i in range(1, repeat + 1):
-            print(f"[bench] drill {name} ({i}/{repeat})", flush=True)
+        runs, times = [], repeat
+        if name in AGENT_DRILLS:
+            _switch_to_agents(lock)
+            times = max(repeat, AGENT_RUNS)
+        for i in range(1, times + 1):
+            print(f"[bench] drill {name} ({i}/{times})", flush=True)
             r = run_drill(name, lock)
             if runs:
                 r.pop("series_per_s", None)
@@ -39,6 +52,15 @@ def run(names: list[str] | None = None, lock: bool = True, repeat: int = 1) -> d
             print(f"[bench]   {_line(r)}", flush=True)
         results[name] = aggregate(runs)
     return results
+
+
+def _switch_to_agents(lock: bool) -> None:
+    """The deploy with mysql_failover = "automatic" (a no-op when the lab already runs it)."""
+    with lab_lock(lock):
+        result = run_deploy(env=AGENTS)
+    if result.returncode != 0:
+        raise RuntimeError("switching the lab to automatic failover failed:\n"
+                           + result.stdout[-2000:] + result.stderr[-2000:])
 
 
 def _line(r: dict) -> str:

@@ -4,8 +4,8 @@
 its plots (bench/report.py), which set each release's newest results side by side.
 
     .venv/bin/python bench/run.py                      every stage (deploy speed first)
-    .venv/bin/python bench/run.py --stage dataplane    one stage: deploy, dataplane, drills,
-                                                       replication (repeatable)
+    .venv/bin/python bench/run.py --stage dataplane    one stage: deploy, dataplane,
+                                                       replication, drills (repeatable)
     .venv/bin/python bench/run.py --stage drills --drill web_pause --repeat 5
 
 Each step takes the shared lab lock (/tmp/ha-webstack-lab.lock) itself, one drill or wrk
@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import dataplane, deploy_speed, drills, machine, replication, report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STAGES = ["deploy", "dataplane", "drills", "replication"]
+# drills last: its automatic-failover drills switch the lab to the database agents for good.
+STAGES = ["deploy", "dataplane", "replication", "drills"]
 
 
 def results_file(release: str) -> Path:

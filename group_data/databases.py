@@ -24,3 +24,4 @@ mysql_failover = "manual"           # "automatic": the agents fail over by thems
 db_agent_port = 8008                # /primary, /replica (HAProxy checks) and /metrics
 db_agent_lease_ttl_s = 5            # the leader lease: about how long a failover takes to begin
 db_agent_fence_margin_s = 2         # a primary that cannot renew fences with this much left
+db_agent_anti_flap_window_s = 3600  # a second automatic failover within it waits for a human

@@ -31,3 +31,10 @@ app_db_user = "webstack"
 app_replica_max_lag = 5.0         # seconds; a staler replica is skipped for reads
 app_write_retry_s = 3.0           # seconds a write refused unapplied is retried (switchover)
 app_health_timeout_s = 30         # rolling app deploy: a server must be healthy again by then
+
+# --- the database routes (tasks/db_proxy.py), only where mysql_failover is "automatic" --------
+# A local HAProxy on each web server sends the app's writes to whichever database host's agent
+# answers /primary, and its reads to a healthy replica (/replica), the primary if none is.
+db_proxy_write_port = 3306        # on 127.0.0.1: the app's writes
+db_proxy_read_port = 3307         # on 127.0.0.1: the app's reads
+db_proxy_check_interval_ms = 500  # health checks against the agents; 2 failed: out of rotation

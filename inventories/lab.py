@@ -39,9 +39,12 @@ def _group(name, **group_settings):
 
 loadbalancers = _group("loadbalancers", keepalived_floating_ip=_lab.floating_ip)
 webservers = _group("webservers")
-# LAB_DB_FAILOVER=automatic: the database agents fail over by themselves (tests/test_db_agent.py).
-databases = _group("databases", **({"mysql_failover": os.environ["LAB_DB_FAILOVER"]}
-                                   if os.environ.get("LAB_DB_FAILOVER") else {}))
+# LAB_DB_FAILOVER=automatic: the database agents fail over by themselves (tests/test_db_agent.py);
+# LAB_DB_ANTI_FLAP_S: their anti-flap window (make bench fails over again and again: 0).
+_failover = {key: cast(os.environ[var]) for key, var, cast in (
+    ("mysql_failover", "LAB_DB_FAILOVER", str),
+    ("db_agent_anti_flap_window_s", "LAB_DB_ANTI_FLAP_S", int)) if os.environ.get(var)}
+databases = _group("databases", **_failover)
 db_primary = _group("db_primary")
 db_replicas = _group("db_replicas")
 # The lab records alerts on monitor-01 (tests read them) and alerts fast.

@@ -13,7 +13,7 @@ from pyinfra.operations.util import any_changed
 from webstack import ROOT
 from webstack.app_databases import APP_DATABASES_FILE, write_app_databases
 from webstack.context import me, stack
-from webstack.db_agent import primary_now
+from webstack.db_agent import app_routes
 
 APP_DIR = "/opt/ha-webstack-app"
 ENV_FILE = "/etc/ha-webstack-app.env"
@@ -34,12 +34,7 @@ else:
     code = files.sync(name="App code", src=str(ROOT / s.app_source), dest=APP_DIR, delete=True,
                       exclude=["*.pyc"], exclude_dir=["__pycache__"])
 
-if stack().group("databases"):
-    primary = primary_now(stack())  # with automatic failover: where the agents put it
-    write_app_databases(primary.address, [h.address for h in stack().group("databases")
-                                          if h.name != primary.name])
-else:
-    write_app_databases("", [])
+write_app_databases(*app_routes(stack(), s))
 env = files.template(name="App environment (root-only)", src="templates/app/app.env.j2",
                      dest=ENV_FILE, mode="600", user="root", group="root", s=s,
                      topology_file=APP_DATABASES_FILE,

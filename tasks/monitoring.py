@@ -13,7 +13,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from webstack import tls
+from webstack import db_agent, tls
 from webstack.context import me, stack
 from webstack.ops import validated_template
 
@@ -105,6 +105,7 @@ systemd.service(name="Reload Alertmanager", service="prometheus-alertmanager", r
 web = st.group("webservers")
 context = dict(m=m, hosts=st.hosts, lbs=st.group("loadbalancers"), webs=web, dbs=dbs,
                etcds=st.group("etcd"),
+               agents=st.group("databases") if db_agent.automatic(st) else [],
                floating_ip=st.group("loadbalancers")[0].keepalived_floating_ip,
                health_path=web[0].app_health_path if web else "/healthz")
 rules = validated_template(

@@ -271,5 +271,10 @@ def replica_tasks() -> None:
 
 if is_primary:
     primary_tasks()
+    if s.mysql_failover == "automatic":
+        # Any host may be a replica after the next failover, rejoined by its agent with the
+        # secret as it is then: its fingerprint is kept here too, so the first deploy after
+        # that finds nothing to apply.
+        replication_secret_fingerprint()
 else:
     replica_tasks()

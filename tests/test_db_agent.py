@@ -1,22 +1,41 @@
-"""mysql_failover = "automatic" on the lab (tasks/db_agent.py, agent/): a running stack switched
-to the database agents, then its primary's mariadbd killed under writes through the app.
+"""mysql_failover = "automatic" on the lab (tasks/db_agent.py, tasks/db_proxy.py, agent/): a
+running stack switched to the database agents under writes, then its primary's mariadbd killed
+(lab/toolkit/drills.py's primary_kill9_agents, the drill `make bench` repeats): the standby is
+promoted by itself and the app follows through its web server's local routes, with no deploy.
 
 It changes the lab for good (the agents decide who is primary from then on), so `make test`
-runs it last, on its own (`-m failover`). Every deploy here sets LAB_DB_FAILOVER=automatic.
+runs it last, on its own, with LAB_DB_FAILOVER=automatic (`-m "failover or readonly"`: the
+spec at the end then checks the agents). The spec runs against any inventory, in either mode.
 """
 
-import threading
+import json
+import time
 
 import pytest
 
 from lab.toolkit.deploy import changed_operations, run_deploy
-from lab.toolkit.hosts import addr, run, sql, wait_until
+from lab.toolkit.drills import DRILLS, run_drill
+from lab.toolkit.hosts import (
+    AGENT_PORT,
+    DATABASES,
+    WritableSampler,
+    addr,
+    agent_role,
+    db_routes,
+    group,
+    run,
+    sql,
+    wait_until,
+    writable_databases,
+)
+from lab.toolkit.http import http_get
 from lab.toolkit.streams import Stream
+from tests.test_monitoring import _has, _received_since
 from webstack import db_agent
 
-pytestmark = [pytest.mark.lab, pytest.mark.failover]
+lab = pytest.mark.lab
+failover = pytest.mark.failover
 AUTOMATIC = {"LAB_DB_FAILOVER": "automatic"}
-DATABASES = ("db-01", "db-02")
 
 
 def deploy(*extra: str):
@@ -25,70 +44,57 @@ def deploy(*extra: str):
     return result
 
 
-def role(host: str) -> str:
-    """What the host's agent answers on its health endpoints (the fact the deploy reads)."""
-    script = db_agent.DbAgentRole._SCRIPT
-    return run(host, "python3", "-c", script, f"{addr(host)}:8008").stdout.strip()
-
-
 def metrics(host: str) -> str:
-    return run(host, "python3", "-c", "import sys, urllib.request as u; sys.stdout.write(u."
-               f"urlopen('http://{addr(host)}:8008/metrics', timeout=2).read().decode())").stdout
+    url = f"http://{addr(host)}:{AGENT_PORT}/metrics"
+    return run(host, "python3", "-c", "import sys, urllib.request as u; "
+               f"sys.stdout.write(u.urlopen('{url}', timeout=2).read().decode())").stdout
 
 
-def writable() -> list[str]:
-    return [h for h in DATABASES if sql(h, "SELECT @@global.read_only", timeout=5) == "0"]
-
-
-class Sampler:
-    """Both servers' read_only, sampled until stopped: never two writable at once."""
-
-    def __init__(self):
-        self.samples: list[list[str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(0.2):
-            try:
-                self.samples.append(writable())
-            except Exception:  # noqa: BLE001 - a server down right now is sampled next time
-                continue
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=30)
+def routes_are(primary: str, replica: str) -> bool:
+    want = {"db-primary": [primary], "db-replicas": [replica]}
+    return all(db_routes(web) == want for web in group("webservers"))
 
 
 @pytest.fixture(scope="module")
 def switched():
     """The running lab switched to automatic failover, under writes through the app."""
-    with Sampler() as sampler, Stream("/api/notes", method="POST") as stream:
+    with WritableSampler() as sampler, Stream("/api/notes", method="POST",
+                                              seconds=600) as stream:
         assert stream.wait_for(10)
         first = deploy()
         assert stream.wait_for(20), f"writes did not resume: {stream.failures[-5:]}"
     return first, stream, sampler
 
 
+@lab
+@failover
 def test_switching_to_the_agents_keeps_the_primary_and_every_write(switched):
     _, stream, sampler = switched
     print(f"\nswitch to automatic failover: {len(stream.failures)} of {len(stream.records)} "
           f"writes failed within {stream.failure_window():.1f} s")
     # The primary's agent finds it writable without the key and fences it once (agent/README.md):
     # writes pause while mariadbd restarts read-only, then it is elected; none acknowledged lost.
-    assert wait_until(lambda: role("db-01") == "primary" and role("db-02") == "replica", 30)
-    assert writable() == ["db-01"]
+    assert wait_until(lambda: agent_role("db-01") == "primary"
+                      and agent_role("db-02") == "replica", 30)
+    assert writable_databases() == ["db-01"]
     acked = stream.acked
     found = sql("db-01", "SELECT id FROM webstack.notes WHERE id IN "
                          f"({','.join(map(str, acked))})").split()
     assert {int(i) for i in found} == set(acked)
-    assert [s for s in sampler.samples if len(s) > 1] == []
+    assert sampler.both == []
 
 
+@lab
+@failover
+def test_each_web_servers_routes_follow_the_agents(switched):
+    assert wait_until(lambda: routes_are("db-01", "db-02"), 10), {
+        web: db_routes(web) for web in group("webservers")}
+    _, stream, _ = switched
+    assert list(stream.acked.values())[-1] == addr("db-01")  # through 127.0.0.1:3306
+
+
+@lab
+@failover
 def test_the_primary_runs_semi_sync_with_the_replica_as_its_standby(switched):
     assert wait_until(lambda: "ha_agent_semisync_primary_on 1.0" in metrics("db-01"), 30)
     status = dict(line.split("\t") for line in sql(
@@ -98,29 +104,70 @@ def test_the_primary_runs_semi_sync_with_the_replica_as_its_standby(switched):
     assert sql("db-01", "SELECT @@global.rpl_semi_sync_master_wait_point") == "AFTER_SYNC"
 
 
-def test_a_second_deploy_changes_nothing_and_leaves_the_roles_alone(switched):
-    assert changed_operations(deploy("--json")) == []
-    assert writable() == ["db-01"] and role("db-01") == "primary"
-
-
+@lab
+@failover
 def test_killed_primary_fails_over_by_itself_and_nothing_acknowledged_is_lost(switched):
-    with Sampler() as sampler, Stream("/api/notes", method="POST") as stream:
-        assert stream.wait_for(20)
-        killed = stream.mark("kill -9 mariadbd on db-01")
-        run("db-01", "pkill", "-KILL", "-x", "mariadbd", check=True)
-        took = wait_until(lambda: role("db-02") == "primary", 30)
-        assert took is not None, f"db-02 was not promoted: {role('db-01')}, {role('db-02')}"
-        print(f"\nkill -9 of the primary's mariadbd: db-02 promoted {took:.1f} s later")
-        # The old primary comes back read-only and its agent rejoins it as a replica.
-        assert wait_until(lambda: role("db-01") == "replica", 60), role("db-01")
-        # The app still names db-01 (no routing yet): the next deploy follows the agents.
-        deploy()
-        assert stream.wait_for(20), f"writes did not resume: {stream.failures[-5:]}"
-    acked = stream.acked
-    assert set(acked.values()) == {addr("db-01"), addr("db-02")}
-    found = sql("db-02", "SELECT id FROM webstack.notes WHERE id IN "
-                         f"({','.join(map(str, acked))})").split()
-    assert {int(i) for i in found} == set(acked), "an acknowledged write is missing on db-02"
-    assert [s for s in sampler.samples if len(s) > 1] == []
-    assert writable() == ["db-02"]
-    assert f"{killed}"  # the stream's events carry the kill for the report
+    result = run_drill("primary_kill9_agents")
+    print(f"\n{DRILLS['primary_kill9_agents'].what}: {result.get('promoted')} promoted after "
+          f"{result.get('promoted_after_s')} s; {result.get('failed')} of {result.get('sent')} "
+          f"writes failed, longest gap {result.get('longest_gap_s')} s; whole again after "
+          f"{result.get('whole_again_s')} s; {result.get('read_only_samples')} read_only "
+          f"samples; repaired afterwards: {result['repaired_afterwards']}")
+    assert result["problems"] == []
+    assert result["repaired_afterwards"] == []
+    assert (result["old_primary"], result["promoted"]) == ("db-01", "db-02")
+    # No deploy, no file rewritten: the web servers' routes followed the agents.
+    assert wait_until(lambda: routes_are("db-02", "db-01"), 10), {
+        web: db_routes(web) for web in group("webservers")}
+
+
+@lab
+@failover
+def test_a_second_deploy_after_a_failover_finds_the_new_primary_and_changes_nothing(switched):
+    """Idempotence of the switch, and the deploy following the agents, in one run."""
+    changed = changed_operations(deploy("--json"))
+    assert writable_databases() == ["db-02"] and agent_role("db-01") == "replica"
+    assert changed == []  # users and schema found on db-02, the routes unchanged
+
+
+@lab
+@failover
+def test_monitoring_scrapes_the_agents_and_a_lost_replica_alerts_until_it_is_back(switched,
+                                                                                   stack):
+    monitor = stack.group("monitoring")[0]
+    targets = json.loads(http_get(f"http://{monitor.address}:{monitor.prometheus_port}"
+                                  "/api/v1/targets")[2])
+    agents = {t["labels"]["instance"]: t["health"] for t in targets["data"]["activeTargets"]
+              if t["labels"]["job"] == "db-agent"}
+    assert agents == dict.fromkeys(DATABASES, "up")
+    replica = next(h for h in DATABASES if agent_role(h) == "replica")
+    mark = time.time()
+    run(replica, "systemctl", "stop", "mariadb")
+    try:
+        fired = wait_until(lambda: _has(_received_since(mark), "DatabaseFailoverDegraded",
+                                        "severity", "warning", "firing"), timeout=90, interval=2)
+    finally:
+        run(replica, "systemctl", "start", "mariadb")
+    assert fired is not None, "DatabaseFailoverDegraded did not reach the receiver within 90 s"
+    resolved = wait_until(lambda: _has(_received_since(mark), "DatabaseFailoverDegraded",
+                                       "severity", "warning", "resolved"), timeout=90, interval=2)
+    assert resolved is not None, "DatabaseFailoverDegraded did not resolve with the replica back"
+    assert wait_until(lambda: agent_role(replica) == "replica", 30)
+
+
+# --- spec: safe against any inventory (runs last here, after the drills) ---------------------
+
+@pytest.mark.readonly
+@pytest.mark.hosts("databases")
+def test_the_agent_runs_where_failover_is_automatic_and_nowhere_else(hosts, stack, name):
+    h, me = hosts[name], stack.host(name)
+    agent = h.service(db_agent.UNIT)
+    if me.mysql_failover != "automatic":
+        assert not agent.is_running
+        return
+    assert agent.is_running and agent.is_enabled
+    for path in (db_agent.CONFIG, db_agent.PASSWORD_FILE):
+        f = h.file(path)
+        assert f.user == "root" and f.mode == 0o600, path
+    assert h.socket(f"tcp://{me.address}:{me.db_agent_port}").is_listening
+    assert h.run(f"{db_agent.CHECK} {db_agent.CONFIG}").rc == 0  # the agent accepts its config

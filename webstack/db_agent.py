@@ -10,7 +10,7 @@ tasks/app.py and deploy.py; proven by tests/test_db_agent.py.
 
 import json
 
-from pyinfra import inventory
+from pyinfra import inventory, state
 from pyinfra.api import FactBase
 
 from webstack import etcd
@@ -48,7 +48,8 @@ def config(stack: Stack, me: Host) -> dict:
         "mariadb": {"socket": "/run/mysqld/mysqld.sock", "replication_user": REPL_USER,
                     "replication_password_file": PASSWORD_FILE, "recovery_file": RECOVERY_FILE},
         "policy": {"lease_ttl": me.db_agent_lease_ttl_s,
-                   "fence_margin": me.db_agent_fence_margin_s},
+                   "fence_margin": me.db_agent_fence_margin_s,
+                   "anti_flap_window": me.db_agent_anti_flap_window_s},
         "http": http,
         "lease_file": f"{STATE_DIR}/lease",
     }
@@ -61,20 +62,23 @@ def config_text(stack: Stack, me: Host) -> str:
 class DbAgentRole(FactBase):
     """What this host's database agent answers on its health endpoints: 'primary' (/primary
     is 200: the writable lease holder), 'replica' (/replica is 200), 'other' (it answers
-    neither: fenced, waiting, needs a human), or None (no agent answers)."""
+    neither: fenced, waiting, needs a human), 'down' (installed, not answering), or None (no
+    agent installed here)."""
 
     # A fact is one shell command; the agent's endpoints are plain HTTP on the host's address.
-    _SCRIPT = """
-import sys, urllib.error, urllib.request
+    _SCRIPT = f"""
+import os, sys, urllib.error, urllib.request
 def status(path):
     try:
-        return urllib.request.urlopen(f"http://{sys.argv[1]}/{path}", timeout=2).status
+        return urllib.request.urlopen(f"http://{{sys.argv[1]}}/{{path}}", timeout=2).status
     except urllib.error.HTTPError as e:
         return e.code
     except OSError:
         return None
 p, r = status("primary"), status("replica")
-print("primary" if p == 200 else "replica" if r == 200 else "other" if p or r else "none")
+installed = os.path.exists("/etc/systemd/system/{UNIT}.service")
+print("primary" if p == 200 else "replica" if r == 200 else "other" if p or r
+      else "down" if installed else "none")
 """
 
     def command(self, listen: str):
@@ -86,20 +90,26 @@ print("primary" if p == 200 else "replica" if r == 200 else "other" if p or r el
 
 
 def _roles(stack: Stack) -> dict[str, str | None]:
+    """Each database host's DbAgentRole; None for a host that cannot be reached (one outside
+    --limit is connected to first)."""
     roles = {}
     for h in stack.group("databases"):
         pyinfra_host = inventory.get_host(h.name)
+        if not pyinfra_host.connected and pyinfra_host not in state.failed_hosts:
+            pyinfra_host.connect(show_errors=False)
         roles[h.name] = (pyinfra_host.get_fact(DbAgentRole, f"{h.address}:{h.db_agent_port}")
                          if pyinfra_host.connected else None)
     return roles
 
 
 def primary_from_roles(stack: Stack, roles: dict[str, str | None]) -> Host:
-    """The primary now, from what each database host's agent answered (None: no agent).
+    """The primary now, from what each database host's agent answered (None: no agent
+    installed, or the host unreachable).
 
-    No agent answering at all is the first deploy (or manual mode before the switch): the
-    inventory's db_primary. Agents answering but none of them the primary is a failover under
-    way, or one they may not choose alone: the deploy must not pick one itself (ValueError)."""
+    No agent anywhere is the first deploy (or the switch from manual): the inventory's
+    db_primary. Agents there but none of them the primary (down, fenced, waiting, a host
+    unreachable) is a failover under way, or one they may not choose alone: the deploy must not
+    pick one itself, above all not write users as root to a read-only server (ValueError)."""
     primaries = [name for name, role in roles.items() if role == "primary"]
     if len(primaries) == 1:
         return stack.host(primaries[0])
@@ -118,3 +128,17 @@ def primary_now(stack: Stack) -> Host:
     if not automatic(stack):
         return stack.group("db_primary")[0]
     return once("db_primary_now", lambda: primary_from_roles(stack, _roles(stack)))
+
+
+def app_routes(stack: Stack, web: Host) -> tuple[str, list[str]]:
+    """Where web server `web`'s app sends its writes and its reads (app/: DB_PRIMARY and
+    DB_REPLICAS, host or host:port). Automatic: its local HAProxy (tasks/db_proxy.py), which
+    follows the agents, so a failover changes nothing here. Manual: the primary now and the
+    other database hosts, rewritten by ops/promote_replica.py on a failover."""
+    if automatic(stack):
+        return (f"127.0.0.1:{web.db_proxy_write_port}", [f"127.0.0.1:{web.db_proxy_read_port}"])
+    if not stack.group("databases"):
+        return "", []
+    primary = primary_now(stack)
+    return primary.address, [h.address for h in stack.group("databases")
+                             if h.name != primary.name]

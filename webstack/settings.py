@@ -156,6 +156,19 @@ class AppSettings(_Settings):
                           "health path after a deploy before the rollout stops")
 
 
+class DbProxySettings(_Settings):
+    """group_data/webservers.py: the local HAProxy that routes the app to the databases, where
+    mysql_failover is automatic (tasks/db_proxy.py)."""
+
+    db_proxy_write_port: Port = Field(
+        description="port on 127.0.0.1 where the app's writes reach the primary")
+    db_proxy_read_port: Port = Field(
+        description="port on 127.0.0.1 where the app's reads reach a replica (or the primary)")
+    db_proxy_check_interval_ms: int = Field(
+        ge=100, le=10000, description="milliseconds between health checks against the "
+                                      "database agents; two failed take a server out")
+
+
 class MySQLSettings(_Settings):
     """group_data/databases.py: MariaDB primary and replicas."""
 
@@ -204,6 +217,10 @@ class DbAgentSettings(_Settings):
     db_agent_fence_margin_s: int = Field(
         ge=1, description="seconds of lease left at which a primary that cannot renew it "
                           "fences itself; less than db_agent_lease_ttl_s")
+
+    db_agent_anti_flap_window_s: int = Field(
+        ge=0, description="seconds after an automatic failover during which another one waits "
+                          "for a human (alert DatabaseNeedsHuman); 0: no such wait")
 
     @field_validator("db_agent_fence_margin_s")
     @classmethod
@@ -301,7 +318,7 @@ class EtcdSettings(_Settings):
 GROUP_MODELS: dict[str, tuple[type[_Settings], ...]] = {
     "all": (CommonSettings, ExporterSettings),
     "loadbalancers": (HAProxySettings, KeepalivedSettings),
-    "webservers": (NginxSettings, AppSettings, NginxExporterSettings),
+    "webservers": (NginxSettings, AppSettings, NginxExporterSettings, DbProxySettings),
     "databases": (MySQLSettings, DbAgentSettings),
     "monitoring": (MonitoringSettings,),
     "etcd": (EtcdSettings,),
@@ -492,7 +509,19 @@ def _failover_problems(stack: Stack) -> list[str]:
     if modes == ["automatic"] and len(databases) < 2:
         return ["setting 'mysql_failover' = 'automatic' needs at least 2 database hosts: add a "
                 "replica to the databases group, or set it to 'manual'"]
-    return []
+    problems = []
+    for web in stack.group("webservers") if modes == ["automatic"] else []:
+        taken = {"app_port": web.app_port, "nginx_port": web.nginx_port,
+                 "nginx_status_port": web.nginx_status_port,
+                 "nginx_exporter_port": web.nginx_exporter_port,
+                 "node_exporter_port": web.node_exporter_port}
+        for route in ("db_proxy_write_port", "db_proxy_read_port"):
+            clash = [k for k, port in taken.items() if port == getattr(web, route)]
+            if clash:
+                problems.append(f"setting '{route}' = {getattr(web, route)} (host {web.name}) "
+                                f"is also {clash[0]}: give the database route a free port")
+            taken[route] = getattr(web, route)
+    return problems
 
 
 def _etcd_problems(stack: Stack) -> list[str]:

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 from lab.toolkit.deploy import ROOT
 from lab.toolkit.hosts import (
+    DATABASES,
     VIP,
+    WritableSampler,
+    agent_primary,
+    agent_role,
     all_in_rotation,
     caught_up,
     db_roles_as_built,
@@ -215,9 +219,11 @@ def _handed_over_losslessly(result: dict) -> list[str]:
 
 # --- the databases ------------------------------------------------------------------------
 
-def _writes(fault: str, do_fault, whole) -> dict:
-    """A write stream, a fault on a database; afterwards: where every acknowledged note is."""
-    p, r = primary(), replica()
+def _writes(fault: str, do_fault, whole, p: str = "", r: str = "", writer: str = "") -> dict:
+    """A write stream, a fault on a database; afterwards: where every acknowledged note is on
+    p and r (default: the inventory's primary and replica). The stream's notes are deleted on
+    `writer`, the primary afterwards (default p): never as root on a replica."""
+    p, r = p or primary(), r or replica()
     with Stream("/api/notes", method="POST", baseline_s=2) as s:
         s.wait_for(10)
         t = s.mark(fault)
@@ -226,7 +232,7 @@ def _writes(fault: str, do_fault, whole) -> dict:
         resumed = s.wait_for(10)
         s.mark(f"{r} caught up")
     on = {h: note_ids(h, s.tag) for h in (p, r)}
-    sql(p, f"DELETE FROM webstack.notes WHERE text LIKE '{s.tag}-%'")  # leave no trace
+    sql(writer or p, f"DELETE FROM webstack.notes WHERE text LIKE '{s.tag}-%'")  # no trace
     acked = set(s.acked)
     return {**s.summary(), "whole_again_s": took, "whole_again_from": fault,
             "writes_resumed": resumed, "writes_acknowledged": len(acked),
@@ -265,6 +271,41 @@ def primary_restart() -> dict:
                    lambda: mariadb_answers(p) and replicating(r) and caught_up(r, p, 30))
 
 
+def primary_kill9_agents() -> dict:
+    """Automatic failover (mysql_failover = "automatic"): kill -9 of the primary's mariadbd;
+    its agent steps down, the synchronous standby's agent promotes it, the app's writes follow
+    through each web server's local routes, the old primary comes back as its replica."""
+    p = agent_primary()
+    r = next(h for h in DATABASES if h != p)
+    killed: dict[str, float] = {}
+    promoted: dict[str, float | None] = {}
+
+    def kill():
+        killed["t"] = time.time()
+        run(p, "pkill", "-KILL", "-x", "mariadbd", check=True)
+
+    def whole() -> bool:  # polled from the kill on: first the promotion, then the rejoin
+        if "s" not in promoted:
+            promoted["s"] = _since(killed["t"], lambda: agent_role(r) == "primary", 60)
+        return agent_role(p) == "replica" and caught_up(p, r, 30)
+
+    with WritableSampler() as sampler:
+        result = _writes(f"kill -9 mariadbd ({p}), the agents fail over", kill, whole,
+                         p=p, r=r, writer=r)
+    return {**result, "old_primary": p, "promoted": r, "promoted_after_s": promoted.get("s"),
+            "read_only_samples": len(sampler.samples),
+            "two_writable_samples": len(sampler.both)}
+
+
+def _failed_over_and_nothing_lost(result: dict) -> list[str]:
+    problems = _no_acknowledged_write_lost(result)
+    if result["promoted_after_s"] is None:
+        problems.append(f"{result['promoted']} was not promoted within 60 s")
+    if result["two_writable_samples"]:
+        problems.append(f"two writable databases in {result['two_writable_samples']} samples")
+    return problems
+
+
 DRILLS = {d.name: d for d in (
     Drill("nginx_graceful_stop", "systemctl stop nginx on a web server", nginx_graceful_stop,
           _no_failed_request_and_back),
@@ -282,7 +323,11 @@ DRILLS = {d.name: d for d in (
           _nothing_failed_either),
     Drill("primary_restart", "systemctl restart mariadb on the primary", primary_restart,
           _no_acknowledged_write_lost),
+    Drill("primary_kill9_agents", "kill -9 of mariadbd on the primary, automatic failover",
+          primary_kill9_agents, _failed_over_and_nothing_lost),
 )}
+# Drills that need the database agents (a lab deployed with LAB_DB_FAILOVER=automatic).
+AGENT_DRILLS = ("primary_kill9_agents",)
 
 
 def run_drill(name: str, lock: bool = True) -> dict:
@@ -292,6 +337,9 @@ def run_drill(name: str, lock: bool = True) -> dict:
     with lab_lock(lock):
         if name in ("replica_kill9", "primary_restart") and (wrong := db_roles_as_built()):
             return {"skipped": f"the databases are not as built: {wrong}", "problems": [wrong]}
+        if name in AGENT_DRILLS and agent_primary() is None:
+            wrong = "no database agent says primary (deploy with LAB_DB_FAILOVER=automatic)"
+            return {"skipped": wrong, "problems": [wrong]}
         try:
             result = drill.action()
         finally:

@@ -5,15 +5,18 @@ Everything that changes the lab during a benchmark runs inside `lab_lock()`: the
 by the test suite and the engineers, one user at a time (flock on /tmp/ha-webstack-lab.lock).
 """
 
+import contextlib
 import fcntl
 import os
+import runpy
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 
 from lab import topology
 from lab.toolkit.deploy import ROOT
-from webstack import haproxy, keepalived
+from webstack import db_agent, haproxy, keepalived
 
 LOCK_FILE = "/tmp/ha-webstack-lab.lock"
 # The lab as built (lab/.state/topology.json), with LAB_DB_PRIMARY read at import.
@@ -204,6 +207,66 @@ def backend_sessions(lb: str) -> int:
     raise RuntimeError(f"no {haproxy.BACKEND} backend in {lb}'s HAProxy statistics")
 
 
+# --- the database agents (mysql_failover = "automatic") -----------------------------------
+
+DATABASES = [h.name for h in LAB.hosts if "databases" in h.groups]
+AGENT_PORT = runpy.run_path(str(ROOT / "group_data/databases.py"))["db_agent_port"]
+
+
+def agent_role(host: str) -> str:
+    """What the host's agent answers (webstack/db_agent.py's fact, the one the deploy reads):
+    primary, replica, other, down, none."""
+    return run(host, "python3", "-c", db_agent.DbAgentRole._SCRIPT,
+               f"{addr(host)}:{AGENT_PORT}", timeout=10).stdout.strip()
+
+
+def agent_primary() -> str | None:
+    return next((h for h in DATABASES if agent_role(h) == "primary"), None)
+
+
+def writable_databases() -> list[str]:
+    return [h for h in DATABASES if sql(h, "SELECT @@global.read_only", timeout=5) == "0"]
+
+
+class WritableSampler:
+    """Every database's read_only, sampled back to back (0.2 s apart) until stopped: `.both`
+    lists the samples in which more than one server was writable (the agents' promise:
+    never)."""
+
+    def __init__(self):
+        self.samples: list[list[str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
+                self.samples.append(writable_databases())  # a server down: next sample
+
+    @property
+    def both(self) -> list[list[str]]:
+        return [s for s in self.samples if len(s) > 1]
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def db_routes(web: str) -> dict[str, list[str]]:
+    """{backend: servers UP} of a web server's local HAProxy (tasks/db_proxy.py)."""
+    up: dict[str, list[str]] = {"db-primary": [], "db-replicas": []}
+    for line in haproxy_runtime(web, "show stat").splitlines():
+        fields = line.split(",")
+        if (len(fields) > 17 and fields[0] in up and fields[1] != "BACKEND"
+                and fields[17] == "UP"):
+            up[fields[0]].append(fields[1])
+    return up
+
+
 def vip_holders() -> list[str]:
     """The load balancers that currently carry the floating IP on an interface."""
     return [lb for lb in group("loadbalancers")
@@ -257,7 +320,11 @@ def restore() -> list[str]:
             repaired.append(f"unquiesced {lb}")
     wait_until(lambda: vip_holders() == ["lb-01"], timeout=60)
     wait_until(all_in_rotation, timeout=30)
-    if not wait_until(lambda: replicating(replica()), timeout=30):
+    if agent_role(DATABASES[0]) != "none":  # the agents own replication: only wait for them
+        if not wait_until(lambda: sorted(map(agent_role, DATABASES)) == ["primary", "replica"],
+                          timeout=60):
+            repaired.append(f"not repaired: the agents say {[agent_role(h) for h in DATABASES]}")
+    elif not wait_until(lambda: replicating(replica()), timeout=30):
         run(replica(), "mariadb", "-e", "START SLAVE")
         repaired.append(f"START SLAVE on {replica()}")
     return repaired

@@ -40,7 +40,8 @@ class FakeDatabases:
                         REPLICA: FakeServer(read_only=True, heartbeat=NOW, notes=3)}
         self.log: list[tuple[str, str]] = []
 
-    def connect(self, host, **kwargs):
+    def connect(self, host, port=3306, **kwargs):
+        host = host if port == 3306 else f"{host}:{port}"  # a route: its own "server"
         self.log.append((host, "CONNECT"))
         server = self.servers.get(host)
         if server is None or not server.up:
@@ -79,6 +80,8 @@ class FakeCursor:
         self.conn.databases.log.append((self.conn.address, sql))
         if sql == "SELECT @@global.read_only":
             self.rows = ((int(server.read_only),),)
+        elif sql == "SELECT @@global.bind_address":
+            self.rows = ((self.conn.address,),)
         elif sql.startswith("SELECT ts FROM ha_heartbeat.heartbeat"):
             self.rows = ((server.heartbeat,),) if server.heartbeat else ()
         elif sql.startswith("INSERT INTO notes"):
@@ -319,3 +322,15 @@ def test_a_failover_repoints_the_app_through_the_topology_file(client, db, webst
     topology.unlink()  # a missing file keeps the last topology known
     assert client.post("/api/notes", json={"text": "c"}).status_code == 201
     assert db.statements("INSERT") == [PRIMARY, REPLICA, REPLICA]
+
+
+def test_a_route_with_a_port_is_reached_on_that_port(client, db, webstack_app, monkeypatch):
+    """Automatic failover: the app's databases are its web server's local routes."""
+    route = "127.0.0.1:3316"  # not DB_PORT: the stub tells the two apart
+    db.servers[route] = db.servers.pop(PRIMARY)
+    monkeypatch.setitem(webstack_app.DB, "primary", route)
+    response = client.post("/api/notes", json={"text": "via the route"})
+    assert response.status_code == 201
+    assert response.get_json()["written_to"] == route  # the stub's bind_address: the route
+    assert db.statements("INSERT") == [route]
+    assert webstack_app.endpoint("10.9.0.31") == ("10.9.0.31", 3306)

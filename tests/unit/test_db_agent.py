@@ -45,8 +45,10 @@ def test_the_agents_configuration_is_one_the_agent_accepts(stack, tmp_path):
     assert parsed.etcd.endpoints == ("https://10.213.0.11:2379", "https://10.213.0.12:2379",
                                      "https://10.213.0.41:2379")
     assert parsed.listen == ("10.213.0.32", me.db_agent_port)
-    assert (parsed.policy.lease_ttl, parsed.policy.fence_margin) == (
-        me.db_agent_lease_ttl_s, me.db_agent_fence_margin_s)
+    assert (parsed.policy.lease_ttl, parsed.policy.fence_margin,
+            parsed.policy.anti_flap_window) == (me.db_agent_lease_ttl_s,
+                                                me.db_agent_fence_margin_s,
+                                                me.db_agent_anti_flap_window_s)
     assert parsed.replica_max_lag == stack.group("webservers")[0].app_replica_max_lag
     assert db_agent.config_text(stack, me) == db_agent.config_text(stack, me)  # stable text
 
@@ -64,6 +66,7 @@ def test_the_deploy_follows_the_primary_the_agents_chose(stack, roles, primary):
 @pytest.mark.parametrize("roles", [
     {"db-01": "other", "db-02": "replica"},  # a failover under way, or waiting for a human
     {"db-01": None, "db-02": "other"},
+    {"db-01": "down", "db-02": "replica"},  # the primary's agent is installed, not answering
     {"db-01": "primary", "db-02": "primary"},
 ])
 def test_without_one_primary_the_deploy_does_not_choose(stack, roles):
@@ -117,3 +120,18 @@ def test_a_fence_margin_not_below_the_lease_ttl_is_refused(all_secrets):
     with pytest.raises(SettingsError, match="db_agent_fence_margin_s.*less than"):
         stacks.build(automatic(stacks.namespace(), db_agent_lease_ttl_s=4,
                                db_agent_fence_margin_s=4))
+
+
+def test_with_automatic_failover_the_app_uses_its_local_routes(stack, all_secrets):
+    web = stack.host("web-01")
+    assert db_agent.app_routes(stack, web) == ("127.0.0.1:3306", ["127.0.0.1:3307"])
+    manual = stacks.build(stacks.namespace())
+    assert db_agent.app_routes(manual, manual.host("web-01")) == ("10.213.0.31",
+                                                                   ["10.213.0.32"])
+
+
+def test_a_route_on_a_port_the_web_server_uses_is_refused(all_secrets):
+    ns = automatic(stacks.namespace())
+    ns["webservers"] = [(n, {**d, "db_proxy_read_port": 8000}) for n, d in ns["webservers"]]
+    with pytest.raises(SettingsError, match="db_proxy_read_port.*also app_port"):
+        stacks.build(ns)
