@@ -107,7 +107,7 @@ bench-tools:
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends wrk sysbench util-linux; }
 
-## bench: drills and benchmarks on the lab (rebuilds it fresh first; about 20 minutes): writes
+## bench: drills and benchmarks on the lab (rebuilds it fresh first; about 12 minutes): writes
 ## bench/results/<date>-<release>.json, docs/benchmarks.md and docs/benchmarks/*.png.
 ## See bench/README.md.
 bench: $(VENV)/.installed bench-tools

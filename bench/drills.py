@@ -13,7 +13,7 @@ import statistics
 
 from lab.toolkit.deploy import run_deploy
 from lab.toolkit.drills import AGENT_DRILLS, DRILLS, run_drill
-from lab.toolkit.hosts import lab_lock
+from lab.toolkit.hosts import DATABASES, agent_role, lab_lock, wait_until
 
 # The automatic-failover drills run at least this often: a failover that works once in a while
 # is no failover. They run last: switching the lab to the database agents is for good.
@@ -61,6 +61,10 @@ def _switch_to_agents(lock: bool) -> None:
     if result.returncode != 0:
         raise RuntimeError("switching the lab to automatic failover failed:\n"
                            + result.stdout[-2000:] + result.stderr[-2000:])
+    # The switch fences the writable primary once (agent/README.md): wait for the pair.
+    pair = ["primary", "replica"]
+    if wait_until(lambda: sorted(map(agent_role, DATABASES)) == pair, timeout=120) is None:
+        raise RuntimeError(f"after the switch the agents say {[agent_role(h) for h in DATABASES]}")
 
 
 def _line(r: dict) -> str:

@@ -42,6 +42,9 @@ DRILL_TITLES = {
     "lb_stop": "lb-01 container stopped (floating IP moves to lb-02), then started again",
     "replica_kill9": "`kill -9` of mariadbd on the replica (db-02) during a write stream",
     "primary_restart": "`systemctl restart mariadb` on the primary (db-01) during a write stream",
+    "primary_kill9_agents": "`kill -9` of mariadbd on the primary during a write stream, with "
+                            "automatic failover (the agents promote the standby; the app follows "
+                            "through its web server's local routes)",
 }
 OLD_DRILL_NAMES = {"db02_kill9": "replica_kill9", "db01_restart": "primary_restart"}
 
