@@ -31,7 +31,7 @@ from pyinfra.operations.util import any_changed
 
 from webstack import ROOT
 from webstack.context import me, stack
-from webstack.db_agent import DbAgentRole, primary_now
+from webstack.db_agent import DbAgentRole, listen, primary_now
 from webstack.facts import MariaDBState
 from webstack.mariadb import (
     BACKUP_DIR,
@@ -236,8 +236,7 @@ def replica_tasks() -> None:
         primary_state = inventory.get_host(primary.name).get_fact(MariaDBState)
     primary_has_data = bool(primary_state.get("gtid_binlog_pos"))
     if not status and mine.get("gtid_binlog_pos"):
-        if s.mysql_failover == "automatic" and host.get_fact(
-                DbAgentRole, f"{s.address}:{s.db_agent_port}"):
+        if s.mysql_failover == "automatic" and host.get_fact(DbAgentRole, listen(s)):
             return  # a fenced former primary: its agent rejoins it, or keeps it fenced
         rejoin_tasks(mine, primary_state)
         return

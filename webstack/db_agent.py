@@ -32,10 +32,15 @@ def automatic(stack: Stack) -> bool:
     return any(h.mysql_failover == "automatic" for h in stack.group("databases"))
 
 
+def listen(h: Host) -> str:
+    """address:port of a database host's agent HTTP (its config, the fact, the checks)."""
+    return f"{h.address}:{h.db_agent_port}"
+
+
 def config(stack: Stack, me: Host) -> dict:
     """agent.json for database host `me` (agent/config.py checks it again on the host)."""
     web = stack.group("webservers")
-    http = {"listen": f"{me.address}:{me.db_agent_port}"}
+    http = {"listen": listen(me)}
     if web:  # the app's own limit: a replica further behind serves no reads
         http["replica_max_lag"] = web[0].app_replica_max_lag
     return {
@@ -97,7 +102,7 @@ def _roles(stack: Stack) -> dict[str, str | None]:
         pyinfra_host = inventory.get_host(h.name)
         if not pyinfra_host.connected and pyinfra_host not in state.failed_hosts:
             pyinfra_host.connect(show_errors=False)
-        roles[h.name] = (pyinfra_host.get_fact(DbAgentRole, f"{h.address}:{h.db_agent_port}")
+        roles[h.name] = (pyinfra_host.get_fact(DbAgentRole, listen(h))
                          if pyinfra_host.connected else None)
     return roles
 

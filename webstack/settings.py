@@ -217,7 +217,6 @@ class DbAgentSettings(_Settings):
     db_agent_fence_margin_s: int = Field(
         ge=1, description="seconds of lease left at which a primary that cannot renew it "
                           "fences itself; less than db_agent_lease_ttl_s")
-
     db_agent_anti_flap_window_s: int = Field(
         ge=0, description="seconds after an automatic failover during which another one waits "
                           "for a human (alert DatabaseNeedsHuman); 0: no such wait")
