@@ -93,6 +93,12 @@ class Config:
         never mistaken for a dead one."""
         return round(self.policy.replication_silence / 4, 3)
 
+    @property
+    def net_timeout(self) -> int:
+        """slave_net_timeout (whole seconds, at least 1): four heartbeats, so the IO thread
+        gives up on a source lost without a word in about the silence threshold."""
+        return max(1, math.ceil(self.heartbeat * 4))
+
     def member_at(self, host: str, port: int) -> str | None:
         """The member whose MariaDB listens at host:port (a replica's Master_Host/Port)."""
         return next((name for name, addr in self.members.items() if addr == (host, port)), None)

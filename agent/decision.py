@@ -27,9 +27,12 @@ Invariants (why there are never two writable nodes and no acknowledged write is 
    a writable node without the key fences; a read-only one waits for the failover or the verdict.
 5. Promotion needs, each on its own: the key gone (the old lease expired or was released), being
    the recorded synchronous standby (with AFTER_SYNC, every acknowledged commit reached its relay
-   log), a silent replication stream (the old primary is no longer sending, so not writing), the
-   relay log fully applied, a cluster not degraded (semi-sync relaxed: acknowledged writes may
-   exist only on the lost primary), and no automatic failover within the anti-flap window.
+   log), a silent replication stream (the old primary is no longer sending, so not writing) or
+   one this standby stopped receiving itself (`receiving_stopped`: the service does so only with
+   the key gone and the source read-only or not answering; without the standby's
+   acknowledgements the source cannot acknowledge one commit more), the relay log fully
+   applied, a cluster not degraded (semi-sync relaxed: acknowledged writes may exist only on
+   the lost primary), and no automatic failover within the anti-flap window.
 6. A node rejoins as a replica only when its GTID history is a prefix of the leader's; otherwise
    it stays fenced for a human to rebuild. There is no automatic fail-back.
 7. Without etcd nothing changes role except towards safety: a replica waits, a holder keeps
@@ -119,6 +122,9 @@ class Observation:
     replicating_from: str | None
     io_connected: bool
     stream_silence: float | None  # s since the stream delivered anything; None: nothing yet
+    # I stopped receiving from my source myself, the key gone and the source read-only or silent
+    # (agent/service.py's _while_waiting): the stream is over, however recently it spoke.
+    receiving_stopped: bool = False
     relay_applied: bool  # the SQL thread applied everything the IO thread received
     gtid: str  # my gtid_current_pos, read this tick
     history_is_prefix: bool | None  # my GTID history vs the leader's; None: not known yet
@@ -158,7 +164,8 @@ def _seconds(value: float | None) -> str:
 
 
 def _silent(obs: Observation, policy: Policy) -> bool:
-    return obs.stream_silence is None or obs.stream_silence > policy.replication_silence
+    return (obs.receiving_stopped or obs.stream_silence is None
+            or obs.stream_silence > policy.replication_silence)
 
 
 def _without_etcd(obs: Observation, policy: Policy) -> Decision:

@@ -21,6 +21,7 @@ run the agent as a package (`python3 -m agent...`): with agent/ itself on sys.pa
 would hide the stdlib's `http` from every module, the etcd client's http.client among them.
 """
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -232,6 +233,12 @@ class AgentHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.board = board
         self.limits = limits
+
+    def handle_error(self, request, client_address):
+        """HAProxy's checks read the status line and reset the connection: not an error, and
+        at two checks a second per web server, a traceback each would flood the journal."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def serve(board: Board, limits: Limits, address: tuple[str, int]) -> AgentHTTPServer:

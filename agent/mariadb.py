@@ -74,6 +74,7 @@ class Facts:
     semisync_replica_enabled: bool = False  # rpl_semi_sync_slave_enabled
     semisync_replica_on: bool = False  # Rpl_semi_sync_slave_status: this replica acks
     replicas: frozenset[str] = frozenset()  # report_host of the replicas connected to me
+    net_timeout: int = 0  # slave_net_timeout: how long the IO thread's reads may wait
 
     @property
     def writable(self) -> bool:
@@ -183,7 +184,8 @@ class LocalMariaDB:
     def _read(self, cur) -> Facts:
         cur.execute("SELECT @@read_only AS ro, @@gtid_current_pos AS pos, "
                     "@@rpl_semi_sync_master_enabled AS master, "
-                    "@@rpl_semi_sync_slave_enabled AS replica, @@pid_file AS pid_file")
+                    "@@rpl_semi_sync_slave_enabled AS replica, @@pid_file AS pid_file, "
+                    "@@slave_net_timeout AS net_timeout")
         variables = cur.fetchone()
         self._pid_file = variables["pid_file"]
         self._pid = _pid(self._pid_file)
@@ -204,7 +206,7 @@ class LocalMariaDB:
             semisync_acked=int(status.get("Rpl_semi_sync_master_yes_tx", 0)),
             semisync_replica_enabled=bool(variables["replica"]),
             semisync_replica_on=status.get("Rpl_semi_sync_slave_status") == "ON",
-            replicas=replicas)
+            replicas=replicas, net_timeout=int(variables["net_timeout"]))
         if stream and stream["Master_Host"]:
             facts.update(
                 source=(stream["Master_Host"], int(stream["Master_Port"])),
@@ -217,8 +219,12 @@ class LocalMariaDB:
 
     # Acting
 
-    def fence(self) -> str:
+    def fence(self, expired: bool = False) -> str:
         """Stop this server taking writes, now; what was done, for the log.
+
+        expired=True: my lease is already over (the host was frozen, or the agent starved), so
+        another node may be the primary already: mariadbd that last answered is killed first,
+        with no second spent on read_only. It comes back read-only, as below.
 
         read_only=ON (waiting at most a second for commits in flight) and every client
         connection killed. If the server was writable, or read_only could not be set, mariadbd
@@ -233,6 +239,8 @@ class LocalMariaDB:
         done = []
         writable = read_only_set = False
         pid = _pid(self._pid_file) if self._pid_file else None
+        if expired and pid is not None and pid == self._pid:
+            return f"lease already expired: {_kill_server(pid)}"
         try:  # a local socket answers in milliseconds: half a second means hung
             with self._cursor(read_timeout=2, connect_timeout=0.5) as cur:
                 cur.execute("SELECT @@read_only, @@pid_file")
@@ -300,6 +308,20 @@ class LocalMariaDB:
             cur.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
             cur.execute(f"SET GLOBAL rpl_semi_sync_slave_enabled = {_on(semisync)}")
             cur.execute("START SLAVE")
+
+    def set_net_timeout(self, seconds: int) -> None:
+        """slave_net_timeout, and the IO thread reconnected so that its connection has it.
+
+        A source lost without a word (its host gone, a partition) leaves the IO thread in a
+        read until this timeout, 60 s by default, and STOP SLAVE waits for that read: a
+        promotion would wait a minute. A few heartbeats long, a live source is never cut."""
+        with self._cursor(read_timeout=15, dict_rows=True) as cur:
+            cur.execute("SET GLOBAL slave_net_timeout = %s", (seconds,))
+            cur.execute("SHOW ALL SLAVES STATUS")
+            if any(not r["Connection_name"] and r["Slave_IO_Running"] != "No"
+                   for r in cur.fetchall()):
+                cur.execute("STOP SLAVE IO_THREAD")
+                cur.execute("START SLAVE IO_THREAD")
 
     def set_semisync_replica(self, on: bool) -> None:
         """Acknowledge (or stop acknowledging) to the source. The source learns it when the IO

@@ -12,8 +12,8 @@ What each action does here:
 
 - ACQUIRE (bootstrap, cold start) and PROMOTE take the leader key by create-if-absent under a
   fresh lease; a bootstrap also records `initialized`, a promotion `last_failover` (and clears
-  the old `sync_standby`: the new primary records its own). PROMOTE makes this server the
-  primary in the same tick.
+  the old `sync_standby`: the new primary records its own) and `degraded` (no replica can
+  acknowledge yet). PROMOTE makes this server the primary, semi-sync relaxed, in the same tick.
 - RENEW: the lease was renewed in step 2. A read-only holder takes the primary role: replication
   stopped once applied, semi-sync AFTER_SYNC on, then read_only=OFF, lifted only while the lease
   is safely above the fence margin. The holder also keeps semi-sync honest: it records as
@@ -26,7 +26,9 @@ What each action does here:
 - FOLLOW keeps the replica's semi-sync acknowledgements matching its designation; REJOIN points
   it at the leader (MASTER_USE_GTID=slave_pos); WAIT may restart a stopped IO thread, and, with
   the key gone, has the synchronous standby stop receiving from a source that says it is
-  read-only or does not answer (see `_while_waiting`).
+  read-only or does not answer (see `_while_waiting`): that stream is over
+  (`receiving_stopped`), and the next tick follows at once, so the promotion does not wait
+  for `replication_silence`.
 
 The lease guard (`LeaseGuard`) watches the lease from a thread of its own: the main loop may be
 blocked in etcd calls for several timeouts, and invariant 2 (fence before the lease can expire
@@ -81,7 +83,7 @@ class LeaseGuard:
     successful grant or renewal; `release()` disarms it. `lease_safe()` is held while read_only
     is lifted, so a lift and a fence never interleave."""
 
-    def __init__(self, fence: Callable[[], str], margin: float, period: float = 0.05):
+    def __init__(self, fence: Callable[[bool], str], margin: float, period: float = 0.05):
         self._fence = fence
         self._margin = margin
         self._period = period
@@ -114,12 +116,17 @@ class LeaseGuard:
     def _watch(self) -> None:
         while not self._stop.wait(self._period):
             with self._lock:
-                if self._deadline is None or time.monotonic() < self._deadline - self._margin:
+                now = time.monotonic()
+                if self._deadline is None or now < self._deadline - self._margin:
                     continue
-                self._deadline = None
+                # Past the deadline itself: this process was frozen or starved through the
+                # margin, and another node may already write. The fence kills mariadbd first.
+                expired, self._deadline = now >= self._deadline, None
                 try:
-                    log.warning("lease within the %.1fs fence margin: fencing (%s)",
-                                self._margin, self._fence())
+                    log.warning("lease %s: fencing (%s)",
+                                "already expired" if expired else
+                                f"within the {self._margin:.1f}s fence margin",
+                                self._fence(expired))
                 except Exception:  # the main loop fences on its next tick all the same
                     log.exception("the lease guard's fence failed")
 
@@ -146,6 +153,8 @@ class Agent:
         self.stuck_since: float | None = None  # semi-sync commits stuck since (monotonic)
         self.acked = 0  # Rpl_semi_sync_master_yes_tx at the last tick
         self.restore_from: str | None = None  # my position when semi-sync came back on
+        self.stopped_receiving_from: str | None = None  # a source I stopped (_while_waiting)
+        self.again = False  # an action changed what the next decision sees: tick again now
         self.last: Decision | None = None
 
     # The lease, and resuming it after a restart
@@ -209,6 +218,7 @@ class Agent:
         decision = decide(obs, self.cfg.policy)
         self._log(decision)
         try:
+            self._keep_net_timeout(facts)
             self._act(decision, obs, facts)
             if etcd_ok and decision.action is Action.RENEW and facts.writable:
                 self._keep_semisync(facts, obs)
@@ -275,8 +285,16 @@ class Agent:
             running=facts.running and not restarted, read_only=facts.read_only,
             replicating_from=source, io_connected=facts.io_connected,
             stream_silence=self.stream.silence(facts, time.monotonic()),
+            receiving_stopped=self._receiving_stopped(facts, leader, source),
             relay_applied=facts.relay_applied, gtid=facts.gtid_current,
             history_is_prefix=self._history_verdict(facts, leader, source))
+
+    def _receiving_stopped(self, facts: Facts, leader: str | None, source: str | None) -> bool:
+        """Whether the stream from my source is one I stopped myself (_while_waiting), and
+        still stopped; forgotten once a leader holds the key or the source changed."""
+        if leader is not None or source != self.stopped_receiving_from or facts.io_state != "No":
+            self.stopped_receiving_from = None
+        return self.stopped_receiving_from is not None
 
     def _restarted(self, facts: Facts) -> bool:
         """Whether mariadbd restarted since the last tick. A holder whose server restarted
@@ -321,16 +339,19 @@ class Agent:
     def _act(self, decision: Decision, obs: Observation, facts: Facts) -> None:
         action = decision.action
         if action is Action.RENEW and facts.running and facts.read_only:
-            self._become_primary(obs)
+            self._become_primary(obs.degraded)
         elif action is Action.ACQUIRE:
+            self._quiet_source(facts)
             if self._take_key() and not obs.cluster_initialized:
                 self.etcd.create(self.keys.initialized, Stamp(self.me, time.time()).encode())
         elif action is Action.PROMOTE:
+            self._quiet_source(facts)
             if self._take_key():
                 self.etcd.put(self.keys.last_failover, Stamp(self.me, time.time()).encode())
                 self.etcd.delete(self.keys.sync_standby)
+                self._promoted_alone(facts)
                 log.warning("promoted: I hold the leader key, taking the primary role")
-                self._become_primary(obs)
+                self._become_primary(degraded=True)
         elif action is Action.FENCE:
             self._fence()
         elif action is Action.FOLLOW:
@@ -339,6 +360,21 @@ class Agent:
             self._replicate_from(obs.leader, obs)
         elif action is Action.WAIT:
             self._while_waiting(facts, obs)
+
+    def _keep_net_timeout(self, facts: Facts) -> None:
+        """slave_net_timeout as the policy wants it (LocalMariaDB.set_net_timeout); mariadbd
+        starts with its own default, so after every start."""
+        if facts.running and facts.net_timeout != self.cfg.net_timeout:
+            self.db.set_net_timeout(self.cfg.net_timeout)
+            log.warning("slave_net_timeout %ss (was %ss): a source lost without a word is "
+                        "given up on that soon", self.cfg.net_timeout, facts.net_timeout)
+
+    def _quiet_source(self, facts: Facts) -> None:
+        """Stop receiving before taking the key. Against a host that is gone, STOP SLAVE waits
+        for the IO thread's connect attempt to fail (seconds: ARP gives up after 3): that wait
+        must not eat the fresh lease, or the lease guard fences the promotion half-way."""
+        if facts.source is not None and facts.io_state != "No":
+            self.db.stop_receiving()
 
     def _take_key(self) -> bool:
         """Create-if-absent of the leader key under a fresh lease; whether I hold it now."""
@@ -362,10 +398,20 @@ class Agent:
         with contextlib.suppress(EtcdError):
             self.etcd.revoke(lease.id)
 
-    def _become_primary(self, obs: Observation) -> None:
+    def _promoted_alone(self, facts: Facts) -> None:
+        """Record `degraded` before the first write of a promotion. No replica can
+        acknowledge yet: the others replicated from the old primary, which is dead or fenced.
+        Semi-sync on would stall every write for `degrade_after` and then relax all the same;
+        relaxed from the start (recorded first, as always), the writes resume at once, and
+        `_restore` turns it on again once the old primary rejoins and catches up."""
+        self.etcd.put(self.keys.degraded, Stamp(self.me, time.time()).encode())
+        log.warning("promoted with %s connected: recorded `degraded`, semi-sync relaxed until "
+                    "a replica catches up", ", ".join(sorted(facts.replicas)) or "no replica")
+
+    def _become_primary(self, degraded: bool) -> None:
         """Take the primary role: prepared read-only, then writes, under a safe lease only."""
-        self.db.prepare_primary(semisync=not obs.degraded)
-        if obs.degraded:  # relaxed from the first write: crash recovery must keep them
+        self.db.prepare_primary(semisync=not degraded)
+        if degraded:  # relaxed from the first write: crash recovery must keep them
             self.db.set_crash_recovery(truncate=False)
         with self.guard.lease_safe() as safe:
             if not safe:
@@ -374,12 +420,13 @@ class Agent:
             self.db.allow_writes()
         self.stuck_since = self.restore_from = None
         log.warning("primary: read_only=OFF, semi-sync %s",
-                    "relaxed (degraded)" if obs.degraded else "AFTER_SYNC on")
+                    "relaxed (degraded)" if degraded else "AFTER_SYNC on")
 
     def _fence(self) -> None:
         """Fence the server first, then give the key up: never the other way round."""
         self.guard.release()
-        log.warning("fenced: %s", self.db.fence())  # also a mariadbd alive but not answering
+        expired = self.lease is not None and self.lease.left() <= 0
+        log.warning("fenced: %s", self.db.fence(expired))  # also a mariadbd that hangs
         lease, self.lease = self.lease, None
         if lease is None and self.kvs.get(self.keys.leader) != self.me:
             return
@@ -436,6 +483,8 @@ class Agent:
                 peer = self._ask(source)
                 if peer is None or peer.read_only:
                     self.db.stop_receiving()
+                    self.stopped_receiving_from = source
+                    self.again = True  # the stream is over: decide on it without a tick's wait
                     log.warning("leader key gone and %s %s: stopped receiving from it", source,
                                 "does not answer" if peer is None else "is read-only")
             return
@@ -573,11 +622,13 @@ class Agent:
             self.resume_lease()
             while not stop.is_set():
                 started = time.monotonic()
+                self.again = False
                 try:
                     self.tick()
                 except Exception:  # a bug must not end the loop: the guard and the next tick
                     log.exception("tick failed")
-                stop.wait(max(0.0, self.cfg.tick - (time.monotonic() - started)))
+                if not self.again:
+                    stop.wait(max(0.0, self.cfg.tick - (time.monotonic() - started)))
         finally:
             self.guard.stop()
 

@@ -43,7 +43,7 @@ def test_a_good_configuration(good):
     assert config.member_at("10.0.0.31", 3307) is None
     assert config.listen == ("10.0.0.32", 8008)
     assert config.policy.lease_ttl == 5.0 and config.tick == 0.5 and config.degrade_after == 3
-    assert config.lease_ttl == 5 and config.heartbeat == 0.5
+    assert config.lease_ttl == 5 and config.heartbeat == 0.5 and config.net_timeout == 2
     assert config.etcd.timeout == 0.5 and config.replica_max_lag == 5
     assert config.replication_password() == "s3cret"
 
@@ -53,7 +53,7 @@ def test_policy_values_are_read(good):
                       "anti_flap_window": 0, "degrade_after": 2, "tick": 0.25}
     config = parse("agent.json", good)
     assert config.policy.fence_margin == 3 and config.policy.anti_flap_window == 0
-    assert config.tick == 0.25 and config.heartbeat == 0.25
+    assert config.tick == 0.25 and config.heartbeat == 0.25 and config.net_timeout == 1
 
 
 def _without(data: dict, path: str) -> dict:

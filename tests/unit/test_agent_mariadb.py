@@ -175,6 +175,28 @@ def test_fencing_a_writable_primary_with_a_commit_in_flight(db, pair):
     replica.start_replication()
 
 
+def test_the_net_timeout_is_set_and_the_stream_reconnected_with_it(db, pair):
+    _, replica = pair
+    replica.set_net_timeout(2)
+    facts = replica.observe()
+    assert facts.net_timeout == 2
+    assert until(lambda: replica.observe().io_connected, timeout=10), db.log(B)
+    replica.set_net_timeout(60)  # the server's default, as the other tests found it
+
+
+def test_a_fence_after_the_lease_expired_kills_mariadbd_first(db, pair):
+    """A holder that wakes past its lease (frozen, starved): another node may write already,
+    so not a moment is spent on read_only; it comes back read-only all the same."""
+    primary, replica = pair
+    assert primary.observe().writable
+    pid = db.pid(A)
+    done = primary.fence(expired=True)
+    assert done.startswith("lease already expired") and f"pid {pid}) killed" in done, done
+    assert "read_only" not in done
+    assert until(lambda: primary.observe().running, timeout=30), db.log(A)
+    assert primary.observe().read_only and db.pid(A) != pid
+
+
 def test_fencing_a_read_only_server_cuts_its_clients_and_keeps_it_running(db, pair):
     _, replica = pair
     pid = db.pid(B)
