@@ -19,7 +19,9 @@ nginx_exporter_port = 9113        # prometheus-nginx-exporter, reads stub_status
 app_source = "app"                # directory in this repository, or e.g. https://git.example/app.git
 app_git_ref = "main"              # used when app_source is a git URL
 app_packages = ["gunicorn", "python3-flask", "python3-pymysql"]
-app_command = ("/usr/bin/gunicorn --workers 3 --bind 127.0.0.1:{port} "
+# Threads (gunicorn's gthread worker): a request waiting on the database (a write retried
+# through a failover) holds one thread, not a whole worker, so /healthz still answers in time.
+app_command = ("/usr/bin/gunicorn --workers 3 --threads 8 --bind 127.0.0.1:{port} "
                "--access-logfile - webstack_app:app")
 app_port = 8000
 app_environment = {}              # extra variables, e.g. {"FEATURE_X": "on"}
