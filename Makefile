@@ -91,7 +91,8 @@ test: $(VENV)/.installed test-tools
 	$(PYINFRA) -y inventories/lab.py deploy.py
 	$(PYTEST) -v --ignore-glob='tests/unit/test_agent_*.py'
 	$(PYTEST) -v --noconftest tests/unit/test_agent_*.py
-	LAB_DB_FAILOVER=automatic $(PYTEST) -v -m 'failover or readonly' tests/test_db_agent.py
+	LAB_DB_FAILOVER=automatic LAB_DB_ANTI_FLAP_S=0 $(PYTEST) -v -m 'failover or readonly' \
+	  tests/test_db_agent.py
 
 ## test-upgrade: a fresh Debian 12 lab, the full deploy, then the rolling upgrade of every host to
 ## Debian 13 under load (tests/test_upgrade.py, docs/upgrades.md; about 25 minutes).
@@ -107,7 +108,7 @@ bench-tools:
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends wrk sysbench util-linux; }
 
-## bench: drills and benchmarks on the lab (rebuilds it fresh first; about 12 minutes): writes
+## bench: drills and benchmarks on the lab (rebuilds it fresh first; about an hour): writes
 ## bench/results/<date>-<release>.json, docs/benchmarks.md and docs/benchmarks/*.png.
 ## See bench/README.md.
 bench: $(VENV)/.installed bench-tools

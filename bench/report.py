@@ -45,6 +45,19 @@ DRILL_TITLES = {
     "primary_kill9_agents": "`kill -9` of mariadbd on the primary during a write stream, with "
                             "automatic failover (the agents promote the standby; the app follows "
                             "through its web server's local routes)",
+    "primary_stop_agents": "`systemctl stop mariadb` on the primary during a write stream, with "
+                           "automatic failover (started again once the standby took over)",
+    "primary_host_kill_agents": "the primary's host killed (`docker kill`) during a write "
+                                "stream, with automatic failover (its lease runs out), then "
+                                "started again",
+    "primary_host_stop_agents": "the primary's host shut down (`docker stop`) during a write "
+                                "stream, with automatic failover, then started again",
+    "primary_pause_agents": "the primary's host frozen (`docker pause`, 30 s) during a write "
+                            "stream, with automatic failover, then resumed (it fences itself)",
+    "primary_partition_agents": "the primary cut off the network (every packet dropped inside "
+                                "its host, 15 s) during a write stream, with automatic failover",
+    "primary_etcd_cut_agents": "only etcd cut off from the primary (15 s) during a write "
+                               "stream, with automatic failover",
 }
 OLD_DRILL_NAMES = {"db02_kill9": "replica_kill9", "db01_restart": "primary_restart"}
 

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
+from agent import gtid
 from lab.toolkit.deploy import changed_operations, run_deploy
-from lab.toolkit.drills import DRILLS, run_drill
+from lab.toolkit.drills import AGENT_DRILLS, DRILLS, run_drill
 from lab.toolkit.hosts import (
     AGENT_PORT,
     DATABASES,
@@ -35,7 +36,8 @@ from webstack import db_agent
 
 lab = pytest.mark.lab
 failover = pytest.mark.failover
-AUTOMATIC = {"LAB_DB_FAILOVER": "automatic"}
+# No anti-flap window: each drill below is a failover of its own (the window: the unit tests).
+AUTOMATIC = {"LAB_DB_FAILOVER": "automatic", "LAB_DB_ANTI_FLAP_S": "0"}
 
 
 def deploy(*extra: str):
@@ -116,6 +118,7 @@ def test_killed_primary_fails_over_by_itself_and_nothing_acknowledged_is_lost(sw
     assert result["problems"] == []
     assert result["repaired_afterwards"] == []
     assert (result["old_primary"], result["promoted"]) == ("db-01", "db-02")
+    assert errant_gtids("db-01", "db-02") == {}
     # No deploy, no file rewritten: the web servers' routes followed the agents.
     assert wait_until(lambda: routes_are("db-02", "db-01"), 10), {
         web: db_routes(web) for web in group("webservers")}
@@ -128,6 +131,36 @@ def test_a_second_deploy_after_a_failover_finds_the_new_primary_and_changes_noth
     changed = changed_operations(deploy("--json"))
     assert writable_databases() == ["db-02"] and agent_role("db-01") == "replica"
     assert changed == []  # users and schema found on db-02, the routes unchanged
+
+
+# The rest of the issue's drills, once each, in turn on whichever host is the primary then (the
+# lab's anti-flap window is 0 here: each drill is a failover of its own).
+MORE_DRILLS = [name for name in AGENT_DRILLS if name != "primary_kill9_agents"]
+
+
+@lab
+@failover
+@pytest.mark.parametrize("name", MORE_DRILLS)
+def test_each_fault_of_the_primary_fails_over_by_itself(switched, name):
+    result = run_drill(name)
+    print(f"\n{DRILLS[name].what}: {result.get('promoted')} promoted after "
+          f"{result.get('promoted_after_s')} s; {result.get('failed')} of {result.get('sent')} "
+          f"writes failed, longest gap {result.get('longest_gap_s')} s; whole again after "
+          f"{result.get('whole_again_s')} s; repaired afterwards: {result['repaired_afterwards']}")
+    assert result["problems"] == []
+    assert result["repaired_afterwards"] == []
+    p, r = result["old_primary"], result["promoted"]
+    assert wait_until(lambda: routes_are(r, p), 10), {
+        web: db_routes(web) for web in group("webservers")}
+    assert errant_gtids(p, r) == {}
+
+
+def errant_gtids(old: str, new: str) -> dict:
+    """What the rejoined old primary binlogged that the new primary never did: each (domain,
+    server id) whose last sequence number on `old` is beyond the one on `new`."""
+    mine, theirs = (gtid.binlog_state(sql(h, "SELECT @@global.gtid_binlog_state"))
+                    for h in (old, new))
+    return {key: seq for key, seq in mine.items() if theirs.get(key, -1) < seq}
 
 
 @lab

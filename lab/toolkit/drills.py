@@ -14,14 +14,19 @@ from dataclasses import dataclass
 from lab.toolkit.deploy import ROOT
 from lab.toolkit.hosts import (
     DATABASES,
+    DRILL_COMMENT,
+    DRILL_RULES_REMOVE,
+    ETCD_CLIENT_PORT,
     VIP,
     WritableSampler,
+    addr,
     agent_primary,
     agent_role,
     all_in_rotation,
     caught_up,
     db_roles_as_built,
     docker,
+    group,
     in_rotation,
     lab_lock,
     mariadb_answers,
@@ -271,30 +276,97 @@ def primary_restart() -> dict:
                    lambda: mariadb_answers(p) and replicating(r) and caught_up(r, p, 30))
 
 
-def primary_kill9_agents() -> dict:
-    """Automatic failover (mysql_failover = "automatic"): kill -9 of the primary's mariadbd;
-    its agent steps down, the synchronous standby's agent promotes it, the app's writes follow
-    through each web server's local routes, the old primary comes back as its replica."""
+def _agent_failover(fault: str, do_fault, repair=None, hold_s: float = 0.0) -> dict:
+    """Automatic failover (mysql_failover = "automatic") under writes: `do_fault(p)` breaks the
+    primary p; the standby r's agent promotes it and the app's writes follow through each web
+    server's local routes. Then `repair(p)` (after the promotion, and no sooner than hold_s
+    after the fault), and p comes back as r's replica. None: p mends itself (systemd)."""
     p = agent_primary()
     r = next(h for h in DATABASES if h != p)
-    killed: dict[str, float] = {}
+    at: dict[str, float] = {}
     promoted: dict[str, float | None] = {}
 
-    def kill():
-        killed["t"] = time.time()
-        run(p, "pkill", "-KILL", "-x", "mariadbd", check=True)
+    def fault_now():
+        at["t"] = time.time()
+        do_fault(p)
 
-    def whole() -> bool:  # polled from the kill on: first the promotion, then the rejoin
+    def whole() -> bool:  # polled from the fault on: the promotion, the repair, the rejoin
         if "s" not in promoted:
-            promoted["s"] = _since(killed["t"], lambda: agent_role(r) == "primary", 60)
+            promoted["s"] = _since(at["t"], lambda: agent_role(r) == "primary", 60)
+            if repair:
+                time.sleep(max(0.0, hold_s - (time.time() - at["t"])))
+                repair(p)
         return agent_role(p) == "replica" and caught_up(p, r, 30)
 
     with WritableSampler() as sampler:
-        result = _writes(f"kill -9 mariadbd ({p}), the agents fail over", kill, whole,
+        result = _writes(f"{fault} ({p}), the agents fail over", fault_now, whole,
                          p=p, r=r, writer=r)
     return {**result, "old_primary": p, "promoted": r, "promoted_after_s": promoted.get("s"),
             "read_only_samples": len(sampler.samples),
             "two_writable_samples": len(sampler.both)}
+
+
+def primary_kill9_agents() -> dict:
+    """kill -9 of the primary's mariadbd: its agent steps down, systemd restarts it read-only."""
+    return _agent_failover("kill -9 mariadbd",
+                           lambda p: run(p, "pkill", "-KILL", "-x", "mariadbd", check=True))
+
+
+def primary_stop_agents() -> dict:
+    """systemctl stop mariadb on the primary (a clean shutdown), started again afterwards."""
+    return _agent_failover("systemctl stop mariadb",
+                           lambda p: run(p, "systemctl", "stop", "mariadb", timeout=120,
+                                         check=True),
+                           lambda p: run(p, "systemctl", "start", "mariadb", timeout=120,
+                                         check=True))
+
+
+def primary_host_kill_agents() -> dict:
+    """The primary's host lost at once (docker kill): nobody releases the key, its lease runs
+    out. Started again afterwards: it boots read-only and rejoins."""
+    return _agent_failover("docker kill", lambda p: docker("kill", p),
+                           lambda p: docker("start", p))
+
+
+def primary_host_stop_agents() -> dict:
+    """The primary's host shut down (docker stop: systemd stops mariadb and the agent)."""
+    return _agent_failover("docker stop", lambda p: docker("stop", p),
+                           lambda p: docker("start", p))
+
+
+def primary_pause_agents(seconds: float = 30) -> dict:
+    """The primary's host frozen (docker pause) for 30 s, then resumed: its lease ran out while
+    it slept, so on waking its lease guard kills mariadbd before anything else."""
+    return _agent_failover(f"docker pause {seconds:.0f} s", lambda p: docker("pause", p),
+                           lambda p: docker("unpause", p), hold_s=seconds)
+
+
+# Inserted ahead of ufw's chains, so the firewall's own rules never see the packets.
+_CUT_ALL = " && ".join(f"iptables -w -I {chain} 1 {side} lo -j DROP -m comment --comment "
+                      f"{DRILL_COMMENT}" for chain, side in (("INPUT", "! -i"), ("OUTPUT", "! -o")))
+
+
+def _uncut(p: str) -> None:
+    """Remove every rule a drill inserted (restore() does the same for a drill cut short)."""
+    run(p, "bash", "-c", DRILL_RULES_REMOVE, check=True)
+
+
+def primary_partition_agents(seconds: float = 15) -> dict:
+    """The primary cut off the network (every packet dropped inside its host) for 15 s: it
+    fences itself when it cannot renew its lease; the standby promotes when the lease is gone."""
+    return _agent_failover("every packet dropped", lambda p: run(p, "bash", "-c", _CUT_ALL,
+                                                                  check=True),
+                           _uncut, hold_s=seconds)
+
+
+def primary_etcd_cut_agents(seconds: float = 15) -> dict:
+    """Only etcd cut off from the primary (its packets to every etcd member's client port
+    dropped) for 15 s: the databases still see each other, the lease decides all the same."""
+    rules = " && ".join(
+        f"iptables -w -I OUTPUT 1 -d {addr(e)} -p tcp --dport {ETCD_CLIENT_PORT} -j DROP "
+        f"-m comment --comment {DRILL_COMMENT}" for e in group("etcd"))
+    return _agent_failover("etcd cut off", lambda p: run(p, "bash", "-c", rules, check=True),
+                           _uncut, hold_s=seconds)
 
 
 def _failed_over_and_nothing_lost(result: dict) -> list[str]:
@@ -325,9 +397,21 @@ DRILLS = {d.name: d for d in (
           _no_acknowledged_write_lost),
     Drill("primary_kill9_agents", "kill -9 of mariadbd on the primary, automatic failover",
           primary_kill9_agents, _failed_over_and_nothing_lost),
+    Drill("primary_stop_agents", "systemctl stop mariadb on the primary, automatic failover",
+          primary_stop_agents, _failed_over_and_nothing_lost),
+    Drill("primary_host_kill_agents", "the primary's host killed (docker kill), automatic "
+          "failover", primary_host_kill_agents, _failed_over_and_nothing_lost),
+    Drill("primary_host_stop_agents", "the primary's host stopped (docker stop), automatic "
+          "failover", primary_host_stop_agents, _failed_over_and_nothing_lost),
+    Drill("primary_pause_agents", "the primary's host frozen for 30 s (docker pause), "
+          "automatic failover", primary_pause_agents, _failed_over_and_nothing_lost),
+    Drill("primary_partition_agents", "the primary cut off the network for 15 s, automatic "
+          "failover", primary_partition_agents, _failed_over_and_nothing_lost),
+    Drill("primary_etcd_cut_agents", "etcd cut off from the primary for 15 s, automatic "
+          "failover", primary_etcd_cut_agents, _failed_over_and_nothing_lost),
 )}
 # Drills that need the database agents (a lab deployed with LAB_DB_FAILOVER=automatic).
-AGENT_DRILLS = ("primary_kill9_agents",)
+AGENT_DRILLS = tuple(name for name in DRILLS if name.endswith("_agents"))
 
 
 def run_drill(name: str, lock: bool = True) -> dict:

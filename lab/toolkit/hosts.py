@@ -211,6 +211,12 @@ def backend_sessions(lb: str) -> int:
 
 DATABASES = [h.name for h in LAB.hosts if "databases" in h.groups]
 AGENT_PORT = runpy.run_path(str(ROOT / "group_data/databases.py"))["db_agent_port"]
+ETCD_CLIENT_PORT = runpy.run_path(str(ROOT / "group_data/etcd.py"))["etcd_client_port"]
+# The drills' packet drops carry this comment (lab/toolkit/drills.py); this removes them all.
+DRILL_COMMENT = "ha-webstack-drill"
+DRILL_RULES_REMOVE = (
+    f"for chain in INPUT OUTPUT; do while rule=$(iptables -w -S $chain | grep -m1 -- "
+    f"'--comment {DRILL_COMMENT}'); do iptables -w ${{rule/-A/-D}}; done; done")
 
 
 def agent_role(host: str) -> str:
@@ -311,6 +317,10 @@ def restore() -> list[str]:
                 if run(h.name, "systemctl", "is-active", "--quiet", unit).returncode != 0:
                     run(h.name, "systemctl", "start", unit, timeout=120)
                     repaired.append(f"started {unit} on {h.name}")
+    for db in DATABASES:  # a partition drill that died half-way
+        if DRILL_COMMENT in run(db, "iptables", "-w", "-S").stdout:
+            run(db, "bash", "-c", DRILL_RULES_REMOVE, check=True)
+            repaired.append(f"removed the drill's packet drops on {db}")
     for lb in group("loadbalancers"):  # a planned-handover drill that died half-way
         if run(lb, "test", "-e", keepalived.HOLD_FILE).returncode == 0:
             run(lb, "bash", "-c", keepalived.RELEASE, check=True)
