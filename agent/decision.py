@@ -37,6 +37,10 @@ Invariants (why there are never two writable nodes and no acknowledged write is 
    it stays fenced for a human to rebuild. There is no automatic fail-back.
 7. Without etcd nothing changes role except towards safety: a replica waits, a holder keeps
    writing only while its lease is certainly alive, then fences.
+8. A planned switchover (HAND_OVER) goes only to the recorded synchronous standby of a cluster
+   that is not degraded: the holder turns read-only, gives the key up only once the standby has
+   applied all it wrote, and the standby promotes by the ordinary path (5), except that the
+   anti-flap window, which counts automatic failovers, does not apply.
 
 What this function cannot see: `etcd_ok` means a quorum (linearizable) read and, for the holder,
 keepalives succeeded. Losing one of three etcd members changes neither, so it is invisible here,
@@ -64,6 +68,7 @@ class Action(StrEnum):
     RENEW = "renew"  # I hold the key: renew the lease, be (or become) the writable primary
     ACQUIRE = "acquire"  # take the free key (CAS): bootstrap, or the cold-start GTID winner
     FENCE = "fence"  # read-only now, cut clients, restart read-only, give the key up
+    HAND_OVER = "hand_over"  # planned switchover: read-only, the standby catches up, key given up
     PROMOTE = "promote"  # take the free key (CAS), record the failover, stop replicating, write
     FOLLOW = "follow"  # healthy replica of the leader: nothing to do
     REJOIN = "rejoin"  # replicate from the leader: my history is a prefix of its history
@@ -122,6 +127,9 @@ class Observation:
     replicating_from: str | None
     io_connected: bool
     stream_silence: float | None  # s since the stream delivered anything; None: nothing yet
+    # A planned switchover asks the key's holder to hand over to this member (etcd's
+    # `switchover`, written by `python3 -m agent.switchover`); None: nobody asked.
+    switchover_to: str | None = None
     # I stopped receiving from my source myself, the key gone and the source read-only or silent
     # (agent/service.py's _while_waiting): the stream is over, however recently it spoke.
     receiving_stopped: bool = False
@@ -187,6 +195,14 @@ def _as_leader(obs: Observation, policy: Policy) -> Decision:
     if not obs.running:
         # Give the key up now rather than when the lease runs out: the standby takes over sooner.
         return Decision(Action.FENCE, "mariadbd is down while I hold the leader key: step down")
+    if (to := obs.switchover_to) and to != obs.me:
+        # Only to the synchronous standby, with semi-sync on: it has every acknowledged write.
+        if to == obs.sync_standby and not obs.degraded:
+            return Decision(Action.HAND_OVER, f"planned switchover to {to}, the synchronous "
+                                              "standby")
+        why = "the cluster is degraded" if obs.degraded else (
+            f"it is not the synchronous standby ({obs.sync_standby or 'none recorded'} is)")
+        return Decision(Action.RENEW, f"switchover to {to} refused: {why}; still the primary")
     if obs.read_only:
         return Decision(Action.RENEW, "holding the leader key while read-only: take the role")
     return Decision(Action.RENEW, f"primary with the leader key, lease {obs.lease_left:.1f}s left")
@@ -237,10 +253,14 @@ def _promotion(obs: Observation, policy: Policy) -> Decision:
                                      "ago: the old primary may still be writing")
     if not obs.relay_applied:
         return Decision(Action.WAIT, "relay log not fully applied yet")
-    if _within_anti_flap(obs, policy):
+    # A planned switchover is no automatic failover: the window does not apply to it.
+    if obs.switchover_to != obs.me and _within_anti_flap(obs, policy):
         return Decision(Action.NEEDS_HUMAN, f"an automatic failover happened "
                                             f"{obs.now - obs.last_failover_at:.0f}s ago, within "
                                             f"the {policy.anti_flap_window:.0f}s anti-flap window")
+    if obs.switchover_to == obs.me:
+        return Decision(Action.PROMOTE, "planned switchover to me: the old primary handed the "
+                                        "key over and everything received is applied")
     return Decision(Action.PROMOTE, "leader key gone, I am the synchronous standby, the stream "
                                     "is silent and everything received is applied")
 

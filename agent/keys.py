@@ -14,6 +14,9 @@ prefix (`Client.get_prefix(keys.prefix)`) is a consistent picture of the whole c
                                 primary alone); written before relaxing it. Value: a `Stamp`.
         last_failover           the last automatic failover. Value: a `Stamp` (who was promoted,
                                 when): the anti-flap window is counted from it.
+        switchover              a planned switchover asked for: the name of the member to hand
+                                over to (`python3 -m agent.switchover` writes it and deletes it
+                                when done; the new primary deletes it too).
         initialized             written once, when the first primary took the key: from then on the
                                 inventory's initial primary means nothing. Value: a `Stamp`.
         members/<name>/gtid     that member's gtid_current_pos as it last published it (the
@@ -67,6 +70,10 @@ class Keys:
     @property
     def last_failover(self) -> str:
         return self.prefix + "last_failover"
+
+    @property
+    def switchover(self) -> str:
+        return self.prefix + "switchover"
 
     @property
     def initialized(self) -> str:

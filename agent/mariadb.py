@@ -264,6 +264,20 @@ class LocalMariaDB:
             done.append(_kill_server(pid))
         return "; ".join(done)
 
+    def demote(self) -> bool:
+        """A planned step-down: read_only=ON, waiting at most a second for commits in flight
+        (the standby is healthy and acknowledges them), and the event scheduler off. Clients
+        are not cut: they get read-only errors, and the app retries its writes elsewhere.
+        False if read_only could not be set (then only a fence will do)."""
+        with self._cursor(read_timeout=5) as cur:
+            cur.execute("SET SESSION lock_wait_timeout = 1")
+            try:
+                cur.execute("SET GLOBAL read_only = ON")
+            except pymysql.MySQLError:
+                return False
+            _quietly(cur, "SET GLOBAL event_scheduler = OFF")
+        return True
+
     def prepare_primary(self, semisync: bool) -> None:
         """Everything before taking writes: replication stopped once everything received is
         applied (RESET SLAVE ALL: this server follows nobody), the events a former primary

@@ -74,6 +74,9 @@ from agent.mariadb import (
 )
 
 log = logging.getLogger("agent")
+# How long a planned switchover waits for the standby to apply the last writes: far inside the
+# lease's ttl minus the fence margin, so the holder never fences itself while it waits.
+HANDOVER_WAIT = 1.5
 
 
 class LeaseGuard:
@@ -279,6 +282,7 @@ class Agent:
             initial_primary=self.cfg.initial_primary,
             cluster_initialized=keys.initialized in kvs,
             sync_standby=kvs.get(keys.sync_standby), degraded=keys.degraded in kvs,
+            switchover_to=kvs.get(keys.switchover),
             last_failover_at=self._last_failover(),
             cold_start=False,  # not recorded yet (agent/README.md)
             published_gtids=keys.published_gtids(kvs),
@@ -347,11 +351,18 @@ class Agent:
         elif action is Action.PROMOTE:
             self._quiet_source(facts)
             if self._take_key():
-                self.etcd.put(self.keys.last_failover, Stamp(self.me, time.time()).encode())
+                planned = obs.switchover_to == self.me
+                if not planned:  # the anti-flap window counts automatic failovers only
+                    self.etcd.put(self.keys.last_failover, Stamp(self.me, time.time()).encode())
                 self.etcd.delete(self.keys.sync_standby)
                 self._promoted_alone(facts)
-                log.warning("promoted: I hold the leader key, taking the primary role")
+                log.warning("%s: I hold the leader key, taking the primary role",
+                            "planned switchover" if planned else "promoted")
                 self._become_primary(degraded=True)
+                if planned:
+                    self.etcd.compare_and_delete(self.keys.switchover, self.me)
+        elif action is Action.HAND_OVER:
+            self._hand_over(obs.switchover_to)
         elif action is Action.FENCE:
             self._fence()
         elif action is Action.FOLLOW:
@@ -427,6 +438,38 @@ class Agent:
         self.guard.release()
         expired = self.lease is not None and self.lease.left() <= 0
         log.warning("fenced: %s", self.db.fence(expired))  # also a mariadbd that hangs
+        self._release_key()
+
+    def _hand_over(self, to: str) -> None:
+        """A planned switchover: read-only, then, once `to` has applied everything this server
+        wrote, the key given up; `to` promotes by the ordinary path (it finds its source
+        read-only and stops its stream). If `to` has not caught up within HANDOVER_WAIT (well
+        inside the lease: the lease guard must not fire meanwhile), writes resume here and the
+        request is dropped."""
+        if not self.db.demote():
+            log.warning("switchover to %s: read_only could not be set, fencing instead", to)
+            self._fence()
+            return
+        mine = self.db.observe().gtid_current
+        deadline = time.monotonic() + HANDOVER_WAIT
+        while time.monotonic() < deadline:
+            peer = self._ask(to)
+            if peer is not None and gtid.is_prefix(mine, peer.binlog_state):
+                self._release_key()
+                log.warning("switchover: read-only, %s has everything up to %s: key handed over",
+                            to, mine)
+                return
+            time.sleep(0.05)
+        with self.guard.lease_safe() as safe:
+            if safe:
+                self.db.allow_writes()
+        self.etcd.compare_and_delete(self.keys.switchover, to)
+        log.error("switchover to %s aborted: it had not applied %s within %.1fs; writable "
+                  "again", to, mine, HANDOVER_WAIT)
+
+    def _release_key(self) -> None:
+        """Give the leader key up: compare-and-delete of my name, then the lease revoked."""
+        self.guard.release()
         lease, self.lease = self.lease, None
         if lease is None and self.kvs.get(self.keys.leader) != self.me:
             return

@@ -45,6 +45,8 @@ DRILL_TITLES = {
     "primary_kill9_agents": "`kill -9` of mariadbd on the primary during a write stream, with "
                             "automatic failover (the agents promote the standby; the app follows "
                             "through its web server's local routes)",
+    "primary_switchover_agents": "a planned switchover through the agents during a write "
+                                 "stream (the primary hands over to its standby, then rejoins)",
     "primary_stop_agents": "`systemctl stop mariadb` on the primary during a write stream, with "
                            "automatic failover (started again once the standby took over)",
     "primary_host_kill_agents": "the primary's host killed (`docker kill`) during a write "

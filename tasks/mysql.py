@@ -235,9 +235,12 @@ def replica_tasks() -> None:
     with OTHER_HOSTS:  # the primary may be outside --limit: one connection to it, not one each
         primary_state = inventory.get_host(primary.name).get_fact(MariaDBState)
     primary_has_data = bool(primary_state.get("gtid_binlog_pos"))
+    if not status and s.mysql_failover == "automatic" and host.get_fact(DbAgentRole, listen(s)):
+        # Replicating from nobody while its agent runs: a fenced former primary, or a server
+        # restarting or rejoining just now (facts read mid-way). Its agent rejoins it, or keeps
+        # it fenced; seeding it here would overwrite a copy that holds data.
+        return
     if not status and mine.get("gtid_binlog_pos"):
-        if s.mysql_failover == "automatic" and host.get_fact(DbAgentRole, listen(s)):
-            return  # a fenced former primary: its agent rejoins it, or keeps it fenced
         rejoin_tasks(mine, primary_state)
         return
     if not status:

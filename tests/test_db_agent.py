@@ -21,9 +21,11 @@ from lab.toolkit.hosts import (
     DATABASES,
     WritableSampler,
     addr,
+    agent_primary,
     agent_role,
     db_routes,
     group,
+    note_ids,
     run,
     sql,
     wait_until,
@@ -153,6 +155,36 @@ def test_each_fault_of_the_primary_fails_over_by_itself(switched, name):
     assert wait_until(lambda: routes_are(r, p), 10), {
         web: db_routes(web) for web in group("webservers")}
     assert errant_gtids(p, r) == {}
+
+
+@lab
+@failover
+def test_promote_replica_is_a_planned_switchover_through_the_agents(switched):
+    old = agent_primary()
+    new = next(h for h in DATABASES if h != old)
+    with Stream("/api/notes", method="POST", seconds=120) as stream:
+        assert stream.wait_for(10)
+        result = promote(new)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert wait_until(lambda: agent_role(old) == "replica", 30)
+        assert stream.wait_for(len(stream.acked) + 10)
+    assert f"{new} is the primary" in result.stdout and "Nothing to change in the inventory" \
+        in result.stdout
+    assert writable_databases() == [new]
+    assert set(stream.acked) <= note_ids(new, stream.tag)
+    sql(new, f"DELETE FROM webstack.notes WHERE text LIKE '{stream.tag}-%'")
+    # What the agents would refuse changes nothing, and says why.
+    again = promote(new)
+    assert again.returncode != 0 and "is the primary already" in again.stdout + again.stderr
+    unplanned = promote(old, "--data", "mysql_failover_mode=unplanned")
+    assert unplanned.returncode != 0
+    assert "only a planned switchover" in unplanned.stdout + unplanned.stderr
+    assert writable_databases() == [new] and agent_role(old) == "replica"
+
+
+def promote(target: str, *extra: str):
+    return run_deploy("--data", f"mysql_promote_target={target}", *extra,
+                      deploy="ops/promote_replica.py", env=AUTOMATIC, timeout=300)
 
 
 def errant_gtids(old: str, new: str) -> dict:

@@ -28,6 +28,12 @@ STATE_DIR = "/var/lib/ha-webstack-agent"  # the unit's StateDirectory: the held 
 CHECK = f"cd {CODE_DIR} && python3 -m agent.service --check --config"  # + the file
 
 
+def switchover_command(to: str) -> str:
+    """The planned switchover through the agents (agent/switchover.py), run as root on a
+    database host: ops/promote_replica.py's step where mysql_failover is "automatic"."""
+    return f"cd {CODE_DIR} && python3 -m agent.switchover --config {CONFIG} --to {to}"
+
+
 def automatic(stack: Stack) -> bool:
     return any(h.mysql_failover == "automatic" for h in stack.group("databases"))
 

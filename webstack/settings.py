@@ -454,12 +454,16 @@ def _stack_problems(stack: Stack) -> list[str]:
         if n > 1:
             problems.append(f"setting 'mysql_server_id' = {server_id} is used by {n} database "
                             "hosts: give each a unique id, or None to derive it from its address")
-    replicas = [h.name for h in stack.group("db_replicas")]
     for db in stack.group("databases")[:1]:
-        if db.mysql_promote_target and db.mysql_promote_target not in replicas:
+        # Automatic failover: the agents know the replicas, not the inventory (the
+        # switchover itself refuses a target that is not the synchronous standby).
+        automatic = db.mysql_failover == "automatic"
+        group = "databases" if automatic else "db_replicas"
+        candidates = [h.name for h in stack.group(group)]
+        if db.mysql_promote_target and db.mysql_promote_target not in candidates:
             problems.append(f"setting 'mysql_promote_target' = {db.mysql_promote_target!r} is "
-                            "not a replica: choose one of the db_replicas group "
-                            f"({', '.join(replicas)})")
+                            f"not {'a database host' if automatic else 'a replica'}: choose one "
+                            f"of the {group} group ({', '.join(candidates)})")
     names = [h.name for h in stack.hosts]
     for h in stack.hosts[:1]:
         if h.debian_upgrade_host and h.debian_upgrade_host not in names:

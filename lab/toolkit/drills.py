@@ -42,7 +42,7 @@ from lab.toolkit.hosts import (
     wait_until,
 )
 from lab.toolkit.streams import Stream
-from webstack import haproxy, keepalived
+from webstack import db_agent, haproxy, keepalived
 
 WEB = "web-01"  # the web server the web-tier drills break
 
@@ -341,6 +341,15 @@ def primary_pause_agents(seconds: float = 30) -> dict:
                            lambda p: docker("unpause", p), hold_s=seconds)
 
 
+def primary_switchover_agents() -> dict:
+    """A planned switchover through the agents (what ops/promote_replica.py runs where failover
+    is automatic): the primary hands over to its standby, and rejoins it."""
+    def ask(p: str) -> None:
+        to = next(h for h in DATABASES if h != p)
+        run(to, "bash", "-c", db_agent.switchover_command(to), timeout=60, check=True)
+    return _agent_failover("planned switchover", ask)
+
+
 # Inserted ahead of ufw's chains, so the firewall's own rules never see the packets.
 _CUT_ALL = " && ".join(f"iptables -w -I {chain} 1 {side} lo -j DROP -m comment --comment "
                       f"{DRILL_COMMENT}" for chain, side in (("INPUT", "! -i"), ("OUTPUT", "! -o")))
@@ -397,6 +406,8 @@ DRILLS = {d.name: d for d in (
           _no_acknowledged_write_lost),
     Drill("primary_kill9_agents", "kill -9 of mariadbd on the primary, automatic failover",
           primary_kill9_agents, _failed_over_and_nothing_lost),
+    Drill("primary_switchover_agents", "a planned switchover through the agents",
+          primary_switchover_agents, _failed_over_and_nothing_lost),
     Drill("primary_stop_agents", "systemctl stop mariadb on the primary, automatic failover",
           primary_stop_agents, _failed_over_and_nothing_lost),
     Drill("primary_host_kill_agents", "the primary's host killed (docker kill), automatic "

@@ -116,6 +116,25 @@ TABLE = [
                  id="a stopped stream with the key held: the replica waits (and restarts it)"),
     pytest.param(ready_to_promote(me=A, sync_standby=B, replicating_from=B), Action.WAIT,
                  id="a node that is not the synchronous standby waits for it"),
+    # Planned switchover
+    pytest.param(primary(switchover_to=B), Action.HAND_OVER,
+                 id="the primary hands over to the synchronous standby when asked"),
+    pytest.param(primary(switchover_to="db-03"), Action.RENEW,
+                 id="a switchover to a node that is not the standby is refused"),
+    pytest.param(primary(switchover_to=B, degraded=True), Action.RENEW,
+                 id="a switchover while degraded is refused"),
+    pytest.param(primary(switchover_to=B, lease_left=1.0), Action.FENCE,
+                 id="a switchover never keeps a holder past its fence margin"),
+    pytest.param(primary(switchover_to=A), Action.RENEW,
+                 id="a switchover to the primary itself changes nothing"),
+    pytest.param(ready_to_promote(switchover_to=B, last_failover_at=NOW - 60), Action.PROMOTE,
+                 id="a planned switchover is not held back by the anti-flap window"),
+    pytest.param(ready_to_promote(switchover_to=B, stream_silence=0.3), Action.WAIT,
+                 id="a planned switchover still waits for the old primary's stream to end"),
+    pytest.param(ready_to_promote(switchover_to=B, relay_applied=False), Action.WAIT,
+                 id="a planned switchover still waits for the relay log"),
+    pytest.param(ready_to_promote(switchover_to=B, degraded=True), Action.NEEDS_HUMAN,
+                 id="a switchover never promotes a degraded cluster's standby"),
     # Degraded and anti-flap
     pytest.param(ready_to_promote(degraded=True), Action.NEEDS_HUMAN,
                  id="a degraded cluster that lost its primary needs a human"),
@@ -234,6 +253,7 @@ def shared_etcd_state(rng: random.Random) -> dict:
                 leader=rng.choice([None, A, B]),
                 cluster_initialized=rng.random() < 0.8,
                 sync_standby=rng.choice([None, A, B]),
+                switchover_to=rng.choice([None, None, A, B]),
                 degraded=rng.random() < 0.2,
                 last_failover_at=rng.choice([None, NOW - 60, NOW - 7200]),
                 cold_start=rng.random() < 0.3,
@@ -281,7 +301,8 @@ def test_a_writable_node_not_allowed_to_write_always_fences():
     for obs in itertools.chain.from_iterable(generated_pairs(5_000)):
         decision = decide(obs, POLICY)
         if obs.running and not obs.read_only and not decision.action.writable:
-            assert decision.action == Action.FENCE, (obs, decision)
+            # HAND_OVER: the holder's own, graceful way to stop writing (invariant 8).
+            assert decision.action in (Action.FENCE, Action.HAND_OVER), (obs, decision)
 
 
 def test_only_the_holder_renews_and_only_a_free_key_is_taken():

@@ -32,7 +32,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from agent import gtid
+from agent import gtid, switchover
 from agent.etcd_client import Client, EtcdError
 from agent.keys import Keys
 from tests.unit.db_cluster import (
@@ -413,6 +413,38 @@ def test_kill_9_of_the_primary_promotes_the_standby_and_loses_no_acknowledged_wr
                           db.value(replica, "SELECT @@gtid_binlog_state"))
     last = json.loads(cluster_state(etcd)[KEYS.last_failover])
     assert last["by"] == replica
+
+
+def test_a_planned_switchover_hands_over_with_every_write_and_the_old_primary_rejoins(stack):
+    """agent.switchover: the primary turns read-only, hands the key to its standby once that
+    has everything, the standby promotes, the old primary rejoins; no failover is recorded."""
+    etcd, db, agents = stack
+    primary, replica = until(lambda: healthy_pair(etcd, db, agents), timeout=30)
+    before = cluster_state(etcd).get(KEYS.last_failover)
+    with load(db) as (writer, sampler):
+        assert writer.wait_for(30, timeout=10), agents.logs()
+        asked_at = time.monotonic()
+        code = switchover.switch_over(etcd_client(etcd), KEYS, replica, db.servers, timeout=20)
+        assert code == 0, agents.logs()
+        gap = writer.longest_gap(asked_at)
+        assert until(lambda: healthy_pair(etcd, db, agents) == (replica, primary),
+                     timeout=30), agents.logs()
+        assert writer.wait_for(20, timeout=10)
+    assert_nothing_lost(db, writer, sampler, replica)
+    state = cluster_state(etcd)
+    assert KEYS.switchover not in state and state.get(KEYS.last_failover) == before
+    print(f"\nplanned switchover: longest gap between acknowledged writes {gap:.2f}s")
+
+
+def test_a_switchover_the_agents_would_refuse_changes_nothing(stack, capsys):
+    etcd, db, agents = stack
+    primary, replica = until(lambda: healthy_pair(etcd, db, agents), timeout=30)
+    client = etcd_client(etcd)
+    assert switchover.switch_over(client, KEYS, primary, db.servers, timeout=5) == 2
+    assert "is the primary already" in capsys.readouterr().err
+    assert switchover.switch_over(client, KEYS, "db-09", db.servers, timeout=5) == 2
+    assert healthy_pair(etcd, db, agents) == (primary, replica)
+    assert KEYS.switchover not in cluster_state(etcd)
 
 
 def test_etcd_quorum_lost_the_primary_fences_itself_before_its_lease_could_expire(stack):
