@@ -34,7 +34,7 @@ from lab.toolkit.hosts import (
 from lab.toolkit.http import http_get
 from lab.toolkit.streams import Stream
 from tests.test_monitoring import _has, _received_since
-from webstack import db_agent
+from webstack import db_agent, etcd
 
 lab = pytest.mark.lab
 failover = pytest.mark.failover
@@ -218,6 +218,59 @@ def test_monitoring_scrapes_the_agents_and_a_lost_replica_alerts_until_it_is_bac
                                        "severity", "warning", "resolved"), timeout=90, interval=2)
     assert resolved is not None, "DatabaseFailoverDegraded did not resolve with the replica back"
     assert wait_until(lambda: agent_role(replica) == "replica", 30)
+
+
+@lab
+@failover
+def test_the_primary_lost_while_degraded_waits_for_a_human(switched, stack):
+    """The replica stopped: writes stall a few seconds, then the primary runs alone
+    (`degraded`). Then the primary's mariadbd killed: it alone had the latest writes, so
+    nobody is promoted and DatabaseNeedsHuman fires. The runbook's two etcd writes (the node
+    with every write made the standby, `degraded` cleared) bring it back as the primary."""
+    p = agent_primary()
+    r = next(h for h in DATABASES if h != p)
+    monitor = stack.group("monitoring")[0]
+    prefix = f"/ha-webstack/{stack.group('databases')[0].stack_env}/"
+    with Stream("/api/notes", method="POST", seconds=300) as stream:
+        assert stream.wait_for(10)
+        run(r, "systemctl", "stop", "mariadb", check=True, timeout=120)
+        assert wait_until(lambda: "ha_agent_degraded 1.0" in metrics(p), 30)
+        assert stream.wait_for(len(stream.acked) + 10), "writes did not resume, degraded"
+        acked_by_p = set(stream.acked)
+        run(p, "pkill", "-KILL", "-x", "mariadbd", check=True)
+        assert wait_until(lambda: alert_active(monitor, "DatabaseNeedsHuman"), 60), \
+            "DatabaseNeedsHuman is not even pending in Prometheus"
+        assert agent_role(r) != "primary" and mariadb_down_or_read_only(p)
+        # The runbook: p was the primary last, with every acknowledged write.
+        etcdctl(p, "put", prefix + "sync_standby", p)
+        etcdctl(p, "del", prefix + "degraded")
+        assert wait_until(lambda: agent_role(p) == "primary", 30)
+        run(r, "systemctl", "start", "mariadb", check=True, timeout=120)
+        assert wait_until(lambda: agent_role(r) == "replica", 60)
+        assert stream.wait_for(len(stream.acked) + 10)
+    acked = set(stream.acked)
+    assert acked_by_p <= acked <= note_ids(p, stream.tag)
+    sql(p, f"DELETE FROM webstack.notes WHERE text LIKE '{stream.tag}-%'")
+
+
+def etcdctl(host: str, *args: str) -> str:
+    """etcdctl with a database host's client certificate (the runbook's way)."""
+    command = f"set -a; . {etcd.CLIENT_PKI}/etcdctl.env; etcdctl {' '.join(args)}"
+    return run(host, "sh", "-c", command, check=True).stdout
+
+
+def alert_active(monitor, name: str) -> bool:
+    """Prometheus has the alert pending or firing: its rule's expression holds."""
+    alerts = json.loads(http_get(f"http://{monitor.address}:{monitor.prometheus_port}"
+                                 "/api/v1/alerts")[2])["data"]["alerts"]
+    return any(a["labels"]["alertname"] == name for a in alerts)
+
+
+def mariadb_down_or_read_only(host: str) -> bool:
+    try:
+        return sql(host, "SELECT @@global.read_only", timeout=5) == "1"
+    except RuntimeError:
+        return True
 
 
 # --- spec: safe against any inventory (runs last here, after the drills) ---------------------
