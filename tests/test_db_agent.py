@@ -9,12 +9,13 @@ spec at the end then checks the agents). The spec runs against any inventory, in
 """
 
 import json
+import runpy
 import time
 
 import pytest
 
 from agent import gtid
-from lab.toolkit.deploy import changed_operations, run_deploy
+from lab.toolkit.deploy import ROOT, changed_operations, run_deploy
 from lab.toolkit.drills import AGENT_DRILLS, DRILLS, run_drill
 from lab.toolkit.hosts import (
     AGENT_PORT,
@@ -167,7 +168,7 @@ def test_promote_replica_is_a_planned_switchover_through_the_agents(switched):
         result = promote(new)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert wait_until(lambda: agent_role(old) == "replica", 30)
-        assert stream.wait_for(len(stream.acked) + 10)
+        assert stream.wait_for(10)
     assert f"{new} is the primary" in result.stdout and "Nothing to change in the inventory" \
         in result.stdout
     assert writable_databases() == [new]
@@ -235,7 +236,7 @@ def test_the_primary_lost_while_degraded_waits_for_a_human(switched, stack):
         assert stream.wait_for(10)
         run(r, "systemctl", "stop", "mariadb", check=True, timeout=120)
         assert wait_until(lambda: "ha_agent_degraded 1.0" in metrics(p), 30)
-        assert stream.wait_for(len(stream.acked) + 10), "writes did not resume, degraded"
+        assert stream.wait_for(10), "writes did not resume, degraded"
         acked_by_p = set(stream.acked)
         run(p, "pkill", "-KILL", "-x", "mariadbd", check=True)
         assert wait_until(lambda: alert_active(monitor, "DatabaseNeedsHuman"), 60), \
@@ -247,10 +248,54 @@ def test_the_primary_lost_while_degraded_waits_for_a_human(switched, stack):
         assert wait_until(lambda: agent_role(p) == "primary", 30)
         run(r, "systemctl", "start", "mariadb", check=True, timeout=120)
         assert wait_until(lambda: agent_role(r) == "replica", 60)
-        assert stream.wait_for(len(stream.acked) + 10)
+        assert stream.wait_for(10)
     acked = set(stream.acked)
     assert acked_by_p <= acked <= note_ids(p, stream.tag)
     sql(p, f"DELETE FROM webstack.notes WHERE text LIKE '{stream.tag}-%'")
+
+
+@lab
+@failover
+def test_one_etcd_member_lost_changes_nothing_two_make_the_primary_fence_itself(switched):
+    p = agent_primary()
+    r = next(h for h in DATABASES if h != p)
+    first, second = group("etcd")[:2]
+    ttl = runpy_setting("db_agent_lease_ttl_s")
+    with WritableSampler() as sampler, Stream("/api/notes", method="POST",
+                                              seconds=300) as stream:
+        assert stream.wait_for(10)
+        try:
+            one_lost = time.time()
+            run(first, "systemctl", "stop", "etcd", check=True)
+            # Longer than the lease: were it not renewed, the standby would take over meanwhile.
+            watch_until = time.time() + ttl + 2
+            while time.time() < watch_until:
+                assert agent_role(p) == "primary" and agent_role(r) == "replica"
+            assert [f for f in stream.failures if f["start"] > one_lost] == []
+            run(second, "systemctl", "stop", "etcd", check=True)
+            assert wait_until(lambda: all(map(mariadb_down_or_read_only, DATABASES)), ttl + 5), \
+                "the primary kept writing without an etcd quorum"
+            assert agent_role(r) != "primary"
+            # A deploy now: a clear refusal naming etcd, before it changes anything.
+            refused = run_deploy(env=AUTOMATIC)
+            out = refused.stdout + refused.stderr
+            assert refused.returncode != 0 and "no database agent says it is the primary" in out
+            assert "cannot reach etcd" in out, out[-2000:]
+        finally:
+            for member in (first, second):
+                run(member, "systemctl", "start", "etcd", check=True, timeout=120)
+        assert wait_until(lambda: sorted(map(agent_role, DATABASES)) == ["primary", "replica"],
+                          60)
+        assert stream.wait_for(10)
+    new = agent_primary()
+    old = next(h for h in DATABASES if h != new)
+    assert set(stream.acked) <= note_ids(new, stream.tag)
+    assert sampler.both == [] and errant_gtids(old, new) == {}
+    sql(new, f"DELETE FROM webstack.notes WHERE text LIKE '{stream.tag}-%'")
+
+
+def runpy_setting(name: str):
+    return runpy.run_path(str(ROOT / "group_data/databases.py"))[name]
 
 
 def etcdctl(host: str, *args: str) -> str:

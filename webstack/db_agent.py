@@ -130,7 +130,9 @@ def primary_from_roles(stack: Stack, roles: dict[str, str | None]) -> Host:
         return stack.group("db_primary")[0]
     answered = ", ".join(f"{name}: {role or 'no answer'}" for name, role in roles.items())
     raise ValueError(f"no database agent says it is the primary ({answered}): a failover is "
-                     "under way or waits for a human (agent/README.md, docs/runbooks.md)")
+                     "under way, it waits for a human, or the agents cannot reach etcd (the "
+                     "inventory group 'etcd', docs/etcd.md; the agents' journals say which: "
+                     "docs/runbooks.md)")
 
 
 def primary_now(stack: Stack) -> Host:
